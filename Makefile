@@ -1,0 +1,47 @@
+# piigate: every target does its own set-up (virtual environment, dependencies, stubs).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+BUF_VERSION := 1.75.0
+BUF    := .tools/node_modules/.bin/buf
+
+.PHONY: demo test lint typecheck buf-lint gen gen-check pytest bench clean
+
+demo: $(STAMP) gen
+	$(PY) -m piigate.demo
+
+test: lint typecheck buf-lint gen-check pytest
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+gen: $(STAMP)
+	$(PY) protos/generate.py
+
+gen-check: $(STAMP)
+	$(PY) protos/generate.py --check
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check server clients tests bench protos
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+buf-lint: $(BUF)
+	$(BUF) lint
+
+pytest: $(STAMP) gen
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP) gen
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Generated from protos/piigate/v1 by protos/generate.py."""

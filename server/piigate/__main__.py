@@ -1,0 +1,5 @@
+"""`python -m piigate` is the `piigate` command."""
+
+from piigate.cli import main
+
+raise SystemExit(main())
