@@ -16,10 +16,10 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("piigate.serve", "run the gRPC gateway"),
     "check-config": ("piigate.config_cli", "validate a gateway config file and exit"),
-    "local-vault": ("piigate.localvault.cli", "run the local Piiano-compatible vault (development)"),
+    "local-vault": ("piigate.localvault.cli", "run the local Piiano-compatible vault (dev)"),
     "dev-issuer": ("piigate.devissuer.cli", "run the development token issuer (development)"),
     "issue-token": ("piigate.devissuer.token_cli", "ask a running dev issuer for a user token"),
-    "migrate-user": ("piigate.devissuer.migrate_cli", "store a legacy user in the vault, get a token"),
+    "migrate-user": ("piigate.devissuer.migrate_cli", "move a legacy user's PII into the vault"),
 }
 
 

@@ -1,0 +1,195 @@
+"""Typed clients for `piigate.v1.DetokenizationService`: `DetokenizationClient` (blocking)
+and `AsyncDetokenizationClient` (asyncio).
+
+Every call has a deadline; the caller's own access token comes from a `credential`
+callable on every call (so it can refresh, see `piigate_client.oauth`); failures are
+raised as `piigate_client.errors.PiigateError` subclasses carrying piigate's reason.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import grpc
+
+from piigate_client.errors import error_from_rpc
+from piigate_client.v1 import detokenization_pb2 as pb
+from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
+from piigate_client.wire import DISCLOSURE_NAMES, REASON_NAMES, REASON_NUMBERS, DisclosureName
+
+DEFAULT_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One disclosed field. `value` is empty when `disclosure` is "redacted"."""
+
+    name: str
+    value: str
+    disclosure: DisclosureName
+
+    def __repr__(self) -> str:  # keep values out of logs and tracebacks by accident
+        return f"Field(name={self.name!r}, disclosure={self.disclosure!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Detokenized:
+    """A successful answer: the vault token id, the deciding profile, the reason used and
+    the fields in profile order."""
+
+    token_id: str
+    profile: str
+    reason: str
+    fields: tuple[Field, ...]
+
+    def __getitem__(self, name: str) -> Field:
+        for field in self.fields:
+            if field.name == name:
+                return field
+        raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        return any(f.name == name for f in self.fields)
+
+
+def _request(
+    subject_token: str, fields: Sequence[str], reason: str | None, adhoc_reason: str
+) -> pb.DetokenizeRequest:
+    if reason is not None and reason not in REASON_NUMBERS:
+        raise ValueError(f"unknown reason {reason!r}; use one of {sorted(REASON_NUMBERS)}")
+    return pb.DetokenizeRequest(
+        subject_token=subject_token,
+        fields=list(fields),
+        reason=REASON_NUMBERS[reason] if reason else pb.REASON_UNSPECIFIED,  # type: ignore[arg-type]
+        adhoc_reason=adhoc_reason,
+    )
+
+
+def _result(response: pb.DetokenizeResponse) -> Detokenized:
+    return Detokenized(
+        token_id=response.token_id,
+        profile=response.profile,
+        reason=REASON_NAMES.get(response.reason, ""),
+        fields=tuple(
+            Field(f.name, f.value, DISCLOSURE_NAMES[f.disclosure]) for f in response.fields
+        ),
+    )
+
+
+def _channel_options(options: Sequence[tuple[str, int | str]]) -> list[tuple[str, int | str]]:
+    return [("grpc.enable_retries", 1), *options]
+
+
+class DetokenizationClient:
+    """Blocking client. Use as a context manager, or call `close()`."""
+
+    def __init__(
+        self,
+        target: str,
+        credential: Callable[[], str],
+        *,
+        channel_credentials: grpc.ChannelCredentials | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        options: Sequence[tuple[str, int | str]] = (),
+    ) -> None:
+        self._channel = (
+            grpc.secure_channel(target, channel_credentials, _channel_options(options))
+            if channel_credentials is not None
+            else grpc.insecure_channel(target, _channel_options(options))
+        )
+        self._stub = pb_grpc.DetokenizationServiceStub(self._channel)
+        self._credential = credential
+        self._timeout_s = timeout_s
+
+    def detokenize(
+        self,
+        subject_token: str,
+        *,
+        fields: Sequence[str] = (),
+        reason: str | None = None,
+        adhoc_reason: str = "",
+        timeout_s: float | None = None,
+    ) -> Detokenized:
+        """Exchange the user's access token for the fields this caller's profile allows."""
+        request = _request(subject_token, fields, reason, adhoc_reason)
+        metadata = (("authorization", f"Bearer {self._credential()}"),)
+        try:
+            response = self._stub.Detokenize(
+                request, timeout=timeout_s or self._timeout_s, metadata=metadata
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return _result(response)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncDetokenizationClient:
+    """asyncio client. Use as an async context manager, or await `close()`."""
+
+    def __init__(
+        self,
+        target: str,
+        credential: Callable[[], str] | Callable[[], Awaitable[str]],
+        *,
+        channel_credentials: grpc.ChannelCredentials | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        options: Sequence[tuple[str, int | str]] = (),
+    ) -> None:
+        self._channel = (
+            grpc.aio.secure_channel(target, channel_credentials, _channel_options(options))
+            if channel_credentials is not None
+            else grpc.aio.insecure_channel(target, _channel_options(options))
+        )
+        self._stub = pb_grpc.DetokenizationServiceStub(self._channel)
+        self._credential = credential
+        self._timeout_s = timeout_s
+
+    async def detokenize(
+        self,
+        subject_token: str,
+        *,
+        fields: Sequence[str] = (),
+        reason: str | None = None,
+        adhoc_reason: str = "",
+        timeout_s: float | None = None,
+    ) -> Detokenized:
+        """Exchange the user's access token for the fields this caller's profile allows."""
+        request = _request(subject_token, fields, reason, adhoc_reason)
+        token = self._credential()
+        if inspect.isawaitable(token):
+            token = await token
+        metadata = (("authorization", f"Bearer {token}"),)
+        try:
+            response = await self._stub.Detokenize(  # type: ignore[misc]
+                request, timeout=timeout_s or self._timeout_s, metadata=metadata
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return _result(response)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

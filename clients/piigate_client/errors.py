@@ -1,0 +1,90 @@
+"""Typed failures built from the `google.rpc.ErrorInfo` piigate attaches to every error.
+
+Branch on `reason` (UPPER_SNAKE_CASE, stable) or on the exception class (one per gRPC
+code), never on the message text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+PIIGATE_DOMAIN = "piigate"
+
+
+class PiigateError(Exception):
+    """A failed call: the gRPC code, piigate's reason and its (PII-free) metadata."""
+
+    def __init__(
+        self, code: grpc.StatusCode, reason: str, message: str, metadata: Mapping[str, str]
+    ) -> None:
+        super().__init__(f"{code.name} {reason}: {message}")
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.metadata: Mapping[str, str] = MappingProxyType(dict(metadata))
+
+
+class InvalidArgument(PiigateError):
+    """The request was malformed (INVALID_ARGUMENT)."""
+
+
+class Unauthenticated(PiigateError):
+    """The caller credential or the subject token was refused (UNAUTHENTICATED)."""
+
+
+class PermissionDenied(PiigateError):
+    """The caller's profile does not allow this (PERMISSION_DENIED)."""
+
+
+class NotFound(PiigateError):
+    """The vault holds no data for this user (NOT_FOUND)."""
+
+
+class FailedPrecondition(PiigateError):
+    """The subject token carries no usable vault token (FAILED_PRECONDITION)."""
+
+
+class Unavailable(PiigateError):
+    """piigate or one of its dependencies is unavailable; safe to retry (UNAVAILABLE)."""
+
+
+class DeadlineExceeded(PiigateError):
+    """The call ran out of time (DEADLINE_EXCEEDED)."""
+
+
+class InternalError(PiigateError):
+    """Anything else (INTERNAL, UNKNOWN, ...)."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[PiigateError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+}
+
+
+def error_from_rpc(error: grpc.RpcError) -> PiigateError:
+    """Translate a failed call; without an ErrorInfo (e.g. a transport failure) the reason
+    is the gRPC code's name."""
+    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
+    message: str = error.details() or ""  # type: ignore[attr-defined]
+    reason, metadata = code.name, {}
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                if info.domain == PIIGATE_DOMAIN:
+                    reason, metadata = info.reason, dict(info.metadata)
+                    break
+    return _BY_CODE.get(code, InternalError)(code, reason, message, metadata)

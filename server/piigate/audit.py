@@ -1,0 +1,88 @@
+"""Stage 7: the audit trail. One JSON line per decision, allowed or denied.
+
+An event says who (caller, subject as `iss` + `sub`, `jti`), what (vault token id,
+fields and how each was disclosed), why (reason), under which profile, and the outcome
+with its error reason. It holds no PII values and no tokens: the vault token id is a
+pointer, not data. PII is returned only after its event is written (fail closed: an
+audit sink that cannot write stops disclosure, as HashiCorp Vault does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+from piigate.errors import AuditUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDisclosure:
+    name: str
+    disclosure: str  # raw | masked | redacted
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    time: float
+    request_id: str
+    outcome: str  # allowed | denied | failed
+    caller: str | None = None
+    caller_issuer: str | None = None
+    subject_iss: str | None = None
+    subject_sub: str | None = None
+    jti: str | None = None
+    token_id: str | None = None
+    profile: str | None = None
+    reason: str | None = None
+    adhoc_reason: str | None = None
+    fields: Sequence[FieldDisclosure] = field(default_factory=tuple)
+    error_reason: str | None = None
+    event: str = "disclosure"
+
+    def to_json(self) -> str:
+        data = {k: v for k, v in asdict(self).items() if v not in (None, ())}
+        return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+class AuditSink(Protocol):
+    """Writes audit events; `write` returns only once the event is as durable as
+    configured, and raises AuditUnavailable when it cannot write."""
+
+    async def write(self, event: AuditEvent) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class JsonLinesSink:
+    """JSON lines to a stream (stdout) or an append-only file, optionally fsynced."""
+
+    def __init__(self, stream: IO[str], fsync: bool = False, owned: bool = False) -> None:
+        self._stream = stream
+        self._fsync = fsync
+        self._owned = owned
+
+    @classmethod
+    def open(cls, path: Path | None, fsync: bool) -> JsonLinesSink:
+        if path is None:
+            return cls(sys.stdout, fsync=False)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return cls(os.fdopen(fd, "a", encoding="utf-8"), fsync=fsync, owned=True)
+
+    async def write(self, event: AuditEvent) -> None:
+        try:
+            self._stream.write(event.to_json() + "\n")
+            self._stream.flush()
+            if self._fsync:
+                await asyncio.to_thread(os.fsync, self._stream.fileno())
+        except (OSError, ValueError) as exc:
+            raise AuditUnavailable() from exc
+
+    async def close(self) -> None:
+        if self._owned:
+            self._stream.close()

@@ -1,0 +1,55 @@
+"""The one place where errors become gRPC statuses.
+
+An expected `GatewayError` becomes its status code with exactly one
+`google.rpc.ErrorInfo` (domain "piigate", its UPPER_SNAKE reason, its metadata) in the
+`grpc-status-details-bin` trailer. Anything else becomes a bare INTERNAL with no detail:
+internals, tracebacks and values never reach the wire (grpclib's rule).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import NoReturn, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from piigate.errors import ERROR_DOMAIN, GatewayError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def status_of(error: GatewayError) -> grpc.Status:
+    """The rich gRPC status for an expected error."""
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+    return rpc_status.to_status(status)
+
+
+INTERNAL = status_of(GatewayError())
+
+
+async def guarded(context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
+    """Await `call`; turn any failure into the call's status."""
+    try:
+        return await call
+    except GatewayError as exc:
+        log.info("refused: %s", exc.reason)
+        await _abort(context, status_of(exc))
+    except Exception as exc:
+        # Type only: an exception's text could hold a value or a token.
+        log.error("unexpected %s; answered INTERNAL", type(exc).__name__)
+        await _abort(context, INTERNAL)
+
+
+async def _abort(context: grpc.aio.ServicerContext, status: grpc.Status) -> NoReturn:
+    await context.abort_with_status(status)
+    raise AssertionError("abort_with_status returned")  # pragma: no cover

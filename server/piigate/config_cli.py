@@ -1,0 +1,28 @@
+"""`piigate check-config FILE`: validate a gateway config and exit (0 valid, 2 invalid)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from piigate.config import ConfigError, load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="the gateway's TOML config file")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.config}: valid ({len(config.issuers)} issuer(s), "
+        f"{len(config.profiles)} profile(s))"
+    )
+    return 0

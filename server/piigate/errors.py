@@ -1,0 +1,267 @@
+"""The one error tree of the gateway.
+
+Every expected failure on a request's path is a `GatewayError` subclass that carries its
+gRPC status code and its `google.rpc.ErrorInfo` reason. Only the servicer boundary
+(`piigate.boundary`) turns them into statuses; anything that is not a `GatewayError`
+becomes a bare INTERNAL with no detail.
+
+    GatewayError
+    ├── RequestInvalid            INVALID_ARGUMENT   malformed request, bad reason text
+    ├── Unauthenticated           UNAUTHENTICATED    caller credential or subject token refused
+    │   └── TokenRejected         one subclass per failed JWT rule (TOKEN_EXPIRED, ...)
+    ├── PermissionDenied          PERMISSION_DENIED  no profile, audience/scope/field/reason not allowed
+    ├── PiiTokenClaim*            FAILED_PRECONDITION no usable vault token id in the token
+    ├── VaultTokenNotFound        NOT_FOUND          the vault has no such (live) token
+    ├── UpstreamUnavailable       UNAVAILABLE        vault/issuer keys/audit sink cannot be used now
+    ├── UpstreamTimeout           DEADLINE_EXCEEDED  the vault did not answer within the budget
+    └── Misconfigured             INTERNAL           the vault refused piigate's own key, ...
+
+Messages are fixed, generic and free of PII and tokens: they are written for the wire.
+Detail for operators goes into `metadata` (never values, never tokens) and the audit trail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar
+
+import grpc
+
+ERROR_DOMAIN = "piigate"
+
+
+class GatewayError(Exception):
+    """An expected failure with a gRPC status code and an ErrorInfo reason."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    reason: ClassVar[str] = "INTERNAL"
+    message: ClassVar[str] = "internal error"
+
+    def __init__(self, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(self.reason)
+        self.metadata: Mapping[str, str] = MappingProxyType(dict(metadata or {}))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reason={self.reason!r}, metadata={dict(self.metadata)!r})"
+
+
+# --- INVALID_ARGUMENT -------------------------------------------------------------------
+class RequestInvalid(GatewayError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "REQUEST_INVALID"
+    message = "the request is malformed"
+
+
+class SubjectTokenMissing(RequestInvalid):
+    reason = "SUBJECT_TOKEN_MISSING"
+    message = "subject_token is required"
+
+
+class ReasonInvalid(RequestInvalid):
+    reason = "REASON_INVALID"
+    message = "the access reason is invalid"
+
+
+class FieldNameInvalid(RequestInvalid):
+    reason = "FIELD_NAME_INVALID"
+    message = "a requested field name is invalid"
+
+
+# --- UNAUTHENTICATED --------------------------------------------------------------------
+class Unauthenticated(GatewayError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+    message = "authentication failed"
+
+
+class CallerCredentialMissing(Unauthenticated):
+    reason = "CALLER_CREDENTIAL_MISSING"
+    message = "the caller credential is missing"
+
+
+class CallerIdentityMissing(Unauthenticated):
+    reason = "CALLER_IDENTITY_MISSING"
+    message = "the caller credential names no client"
+
+
+class TokenRejected(Unauthenticated):
+    """A JWT (the caller's credential or the subject token) failed a verification rule.
+
+    One subclass per rule, so the reason names the rule. The stage that verified the token
+    adds `token_role` ("caller" or "subject") to the metadata via `for_role`.
+    """
+
+    reason = "TOKEN_REJECTED"
+    message = "the token was rejected"
+
+    def for_role(self, role: str) -> TokenRejected:
+        """The same rejection with the token's role recorded in its metadata."""
+        return type(self)({**self.metadata, "token_role": role})
+
+
+class TokenTooLarge(TokenRejected):
+    reason = "TOKEN_TOO_LARGE"
+
+
+class TokenMalformed(TokenRejected):
+    """Not three base64url segments of JSON objects, duplicate JSON keys, bad encoding."""
+
+    reason = "TOKEN_MALFORMED"
+
+
+class TokenHeaderForbidden(TokenRejected):
+    """`crit`, `jku`, `x5u`, `jwk`, `x5c` (RFC 8725 §3.10: never build keys from the token)."""
+
+    reason = "TOKEN_HEADER_FORBIDDEN"
+
+
+class TokenAlgorithmNotAllowed(TokenRejected):
+    reason = "TOKEN_ALGORITHM_NOT_ALLOWED"
+
+
+class TokenTypeInvalid(TokenRejected):
+    """The `typ` rule of the issuer (RFC 9068 §4 `at+jwt`, Keycloak, Cognito) failed."""
+
+    reason = "TOKEN_TYPE_INVALID"
+
+
+class TokenIssuerUnknown(TokenRejected):
+    reason = "TOKEN_ISSUER_UNKNOWN"
+
+
+class TokenKeyUnknown(TokenRejected):
+    reason = "TOKEN_KEY_UNKNOWN"
+
+
+class TokenSignatureInvalid(TokenRejected):
+    reason = "TOKEN_SIGNATURE_INVALID"
+
+
+class TokenExpired(TokenRejected):
+    reason = "TOKEN_EXPIRED"
+
+
+class TokenNotYetValid(TokenRejected):
+    reason = "TOKEN_NOT_YET_VALID"
+
+
+class TokenIssuedInFuture(TokenRejected):
+    reason = "TOKEN_ISSUED_IN_FUTURE"
+
+
+class TokenLifetimeExcessive(TokenRejected):
+    reason = "TOKEN_LIFETIME_EXCESSIVE"
+
+
+class TokenTooOld(TokenRejected):
+    reason = "TOKEN_TOO_OLD"
+
+
+class TokenClaimMissing(TokenRejected):
+    """A required claim is absent; metadata `claim` names it."""
+
+    reason = "TOKEN_CLAIM_MISSING"
+
+
+class TokenClaimInvalid(TokenRejected):
+    """A claim has the wrong JSON type or value; metadata `claim` names it."""
+
+    reason = "TOKEN_CLAIM_INVALID"
+
+
+class TokenAudienceInvalid(TokenRejected):
+    """The token is not meant for this audience (for the caller: not for piigate)."""
+
+    reason = "TOKEN_AUDIENCE_INVALID"
+
+
+# --- PERMISSION_DENIED ------------------------------------------------------------------
+class PermissionDenied(GatewayError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
+    message = "permission denied"
+
+
+class CallerWithoutProfile(PermissionDenied):
+    reason = "CALLER_WITHOUT_PROFILE"
+
+
+class AudienceNotAccepted(PermissionDenied):
+    reason = "AUDIENCE_NOT_ACCEPTED"
+
+
+class ScopeMissing(PermissionDenied):
+    reason = "SCOPE_MISSING"
+
+
+class FieldNotAllowed(PermissionDenied):
+    reason = "FIELD_NOT_ALLOWED"
+
+
+class ReasonNotAllowed(PermissionDenied):
+    reason = "REASON_NOT_ALLOWED"
+
+
+class VaultAccessDenied(PermissionDenied):
+    """The vault refused the profile's key for this read (its own least-privilege policy)."""
+
+    reason = "VAULT_ACCESS_DENIED"
+
+
+# --- FAILED_PRECONDITION / NOT_FOUND ----------------------------------------------------
+class PiiTokenClaimMissing(GatewayError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "PII_TOKEN_CLAIM_MISSING"
+    message = "the subject token carries no vault token"
+
+
+class PiiTokenClaimInvalid(GatewayError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "PII_TOKEN_CLAIM_INVALID"
+    message = "the subject token's vault token is malformed"
+
+
+class VaultTokenNotFound(GatewayError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "VAULT_TOKEN_NOT_FOUND"
+    message = "no data found for this user"
+
+
+# --- UNAVAILABLE / DEADLINE_EXCEEDED ----------------------------------------------------
+class UpstreamUnavailable(GatewayError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "UPSTREAM_UNAVAILABLE"
+    message = "a dependency is unavailable; retry later"
+
+
+class VaultUnavailable(UpstreamUnavailable):
+    reason = "VAULT_UNAVAILABLE"
+
+
+class VaultResponseInvalid(UpstreamUnavailable):
+    reason = "VAULT_RESPONSE_INVALID"
+
+
+class IssuerKeysUnavailable(UpstreamUnavailable):
+    reason = "ISSUER_KEYS_UNAVAILABLE"
+
+
+class AuditUnavailable(UpstreamUnavailable):
+    reason = "AUDIT_UNAVAILABLE"
+
+
+class VaultTimeout(GatewayError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "VAULT_TIMEOUT"
+    message = "the vault did not answer in time"
+
+
+# --- INTERNAL ---------------------------------------------------------------------------
+class VaultMisconfigured(GatewayError):
+    """The vault refused piigate's credentials or the profile's collection: an operator
+    problem, not the caller's."""
+
+    code = grpc.StatusCode.INTERNAL
+    reason = "VAULT_MISCONFIGURED"
+    message = "the gateway is misconfigured"

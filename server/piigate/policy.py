@@ -1,0 +1,138 @@
+"""Stage 4: the profile decision, pure.
+
+`select_profile` finds the caller's one profile (no profile, no data); `decide` checks the
+subject token and the request against it and returns a `Plan`: which vault properties to
+read, in which form, under which reason. Checks run permission-first (audience, scope,
+reason, fields), so a denied caller learns nothing about what exists.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from piigate.caller import Caller
+from piigate.config import PIIANO_REASONS, PROPERTY_NAME, Disposition, Profile
+from piigate.errors import (
+    AudienceNotAccepted,
+    CallerWithoutProfile,
+    FieldNameInvalid,
+    FieldNotAllowed,
+    ReasonInvalid,
+    ReasonNotAllowed,
+    ScopeMissing,
+)
+from piigate.verification import VerifiedToken
+
+MAX_ADHOC_REASON = 256
+# Free-text purpose goes to the vault and the audit trail: printable text only, so it
+# cannot forge audit lines or smuggle control characters.
+ADHOC_REASON = re.compile(r"^[^\x00-\x1f\x7f]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class DisclosureRequest:
+    """What the caller asked for, already translated from the wire."""
+
+    fields: tuple[str, ...]
+    reason: str | None  # a Piiano reason name; None = the profile's default
+    adhoc_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to read from the vault and how to disclose it."""
+
+    profile: Profile
+    reason: str
+    adhoc_reason: str | None
+    fields: tuple[tuple[str, Disposition], ...]  # profile order
+
+    @property
+    def vault_props(self) -> tuple[str, ...]:
+        """Properties to ask the vault for. Masked fields are asked as the vault's own
+        `.mask` transformation, so their raw value never reaches piigate; redacted fields
+        are not asked for at all."""
+        props: list[str] = []
+        for name, disposition in self.fields:
+            if disposition == "raw":
+                props.append(name)
+            elif disposition == "mask":
+                props.append(f"{name}.mask")
+        return tuple(props)
+
+
+class ProfileIndex:
+    """Profiles by caller id; built once from config."""
+
+    def __init__(self, profiles: Iterable[Profile]) -> None:
+        self._by_caller = {caller: p for p in profiles for caller in p.callers}
+
+    def select(self, caller: Caller) -> Profile:
+        profile = self._by_caller.get(caller.client_id)
+        if profile is None:
+            raise CallerWithoutProfile()
+        return profile
+
+
+def granted_scopes(claims: Mapping[str, Any], scope_claims: Sequence[str]) -> frozenset[str]:
+    """Scopes from a space-separated `scope` string or a `scp` array (Okta), whichever of
+    the issuer's scope claims is present first."""
+    for claim in scope_claims:
+        value = claims.get(claim)
+        if isinstance(value, str):
+            return frozenset(value.split())
+        if isinstance(value, list):
+            return frozenset(v for v in value if isinstance(v, str))
+    return frozenset()
+
+
+def decide(
+    profile: Profile,
+    subject: VerifiedToken,
+    scopes: frozenset[str],
+    request: DisclosureRequest,
+) -> Plan:
+    """Check `request` by `subject` against `profile`; return the plan or raise."""
+    if not profile.audiences.intersection(subject.audiences):
+        # A support tool must not cash in a token issued for another system.
+        raise AudienceNotAccepted({"profile": profile.name})
+    missing = profile.required_scopes - scopes
+    if missing:
+        raise ScopeMissing({"profile": profile.name, "missing": " ".join(sorted(missing))})
+    reason = _reason(profile, request)
+    adhoc = _adhoc_reason(reason, request.adhoc_reason)
+    return Plan(profile, reason, adhoc, _fields(profile, request.fields))
+
+
+def _reason(profile: Profile, request: DisclosureRequest) -> str:
+    reason = request.reason or profile.default_reason
+    if reason not in PIIANO_REASONS:
+        raise ReasonInvalid({"detail": "unknown reason"})
+    if reason not in profile.reasons:
+        raise ReasonNotAllowed({"profile": profile.name, "reason": reason})
+    return reason
+
+
+def _adhoc_reason(reason: str, text: str) -> str | None:
+    if reason == "Other":
+        if not text or len(text) > MAX_ADHOC_REASON or not ADHOC_REASON.match(text):
+            raise ReasonInvalid({"detail": "Other needs a printable adhoc_reason of 1-256 chars"})
+        return text
+    if text:
+        raise ReasonInvalid({"detail": "adhoc_reason is only allowed with reason Other"})
+    return None
+
+
+def _fields(profile: Profile, wanted: Sequence[str]) -> tuple[tuple[str, Disposition], ...]:
+    for name in wanted:
+        if not PROPERTY_NAME.match(name):
+            raise FieldNameInvalid()
+    # The field name is safe to echo: it matched PROPERTY_NAME.
+    for name in wanted:
+        if name not in profile.fields:
+            raise FieldNotAllowed({"profile": profile.name, "field": name})
+    chosen = set(wanted) if wanted else set(profile.fields)
+    return tuple((n, d) for n, d in profile.fields.items() if n in chosen)

@@ -1,0 +1,52 @@
+"""`piigate serve`: run the gateway until SIGTERM/SIGINT, then drain in-flight calls."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from piigate.addresses import ListenAddress, parse_listen
+from piigate.config import ConfigError, GatewayConfig, load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, required=True, help="gateway TOML config")
+    parser.add_argument("--listen", type=parse_listen, help="HOST:PORT, overrides server.listen")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config: {problem}", file=sys.stderr)
+        return 2
+    asyncio.run(_serve(config, args.listen))
+    return 0
+
+
+async def _serve(config: GatewayConfig, listen: ListenAddress | None) -> None:
+    from piigate.bootstrap import start_gateway  # the gRPC stack is imported only to serve
+
+    gateway = await start_gateway(config, listen=listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    host = (listen or config.server.listen).host
+    shown = f"[{host}]" if ":" in host else host
+    print(f"listening on {shown}:{gateway.port}", flush=True)
+    await stop.wait()
+    logging.getLogger(__name__).info("draining in-flight calls")
+    await gateway.stop(config.server.shutdown_grace_s)

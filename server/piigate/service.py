@@ -1,0 +1,69 @@
+"""The gRPC adapter: wire messages in, pipeline, wire messages out.
+
+Translation only; every decision is made in the stages behind the pipeline.
+"""
+
+from __future__ import annotations
+
+import grpc
+from piigate_client.v1 import detokenization_pb2 as pb
+from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
+from piigate_client.wire import DISCLOSURE_NUMBERS, REASON_NAMES, REASON_NUMBERS
+
+from piigate.boundary import guarded
+from piigate.pipeline import DetokenizationPipeline, Disclosure
+from piigate.policy import DisclosureRequest
+
+# With no client deadline grpc reports ~9.2e18 s remaining; treat anything this large
+# as "no deadline" so the server-side budget applies.
+NO_DEADLINE_S = 1e9
+
+
+class DetokenizationService(pb_grpc.DetokenizationServiceServicer):
+    """`piigate.v1.DetokenizationService`."""
+
+    def __init__(self, pipeline: DetokenizationPipeline) -> None:
+        self._pipeline = pipeline
+
+    async def Detokenize(
+        self, request: pb.DetokenizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DetokenizeResponse:
+        return await guarded(context, self._detokenize(request, context))
+
+    async def _detokenize(
+        self, request: pb.DetokenizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DetokenizeResponse:
+        remaining = context.time_remaining()
+        disclosure = await self._pipeline.detokenize(
+            metadata=tuple(context.invocation_metadata() or ()),
+            subject_token=request.subject_token,
+            request=_disclosure_request(request),
+            time_remaining_s=remaining if remaining is not None and remaining < NO_DEADLINE_S
+            else None,
+        )
+        return _response(disclosure)
+
+
+def _disclosure_request(request: pb.DetokenizeRequest) -> DisclosureRequest:
+    reason: str | None = None
+    if request.reason != pb.REASON_UNSPECIFIED:
+        # An unknown enum number passes through as a name no profile allows, so the
+        # decision stage refuses it and the refusal is audited like any other.
+        reason = REASON_NAMES.get(request.reason, f"unknown reason {int(request.reason)}")
+    return DisclosureRequest(
+        fields=tuple(request.fields), reason=reason, adhoc_reason=request.adhoc_reason
+    )
+
+
+def _response(disclosure: Disclosure) -> pb.DetokenizeResponse:
+    return pb.DetokenizeResponse(
+        token_id=disclosure.token_id,
+        profile=disclosure.profile,
+        reason=REASON_NUMBERS[disclosure.reason],  # type: ignore[arg-type]
+        fields=[
+            pb.DisclosedField(
+                name=f.name, value=f.value, disclosure=DISCLOSURE_NUMBERS[f.disclosure]
+            )
+            for f in disclosure.fields
+        ],
+    )
