@@ -6,15 +6,15 @@ gRPC status code and its `google.rpc.ErrorInfo` reason. Only the servicer bounda
 becomes a bare INTERNAL with no detail.
 
     GatewayError
-    ├── RequestInvalid            INVALID_ARGUMENT   malformed request, bad reason text
-    ├── Unauthenticated           UNAUTHENTICATED    caller credential or subject token refused
-    │   └── TokenRejected         one subclass per failed JWT rule (TOKEN_EXPIRED, ...)
-    ├── PermissionDenied          PERMISSION_DENIED  no profile, audience/scope/field/reason not allowed
-    ├── PiiTokenClaim*            FAILED_PRECONDITION no usable vault token id in the token
-    ├── VaultTokenNotFound        NOT_FOUND          the vault has no such (live) token
-    ├── UpstreamUnavailable       UNAVAILABLE        vault/issuer keys/audit sink cannot be used now
-    ├── UpstreamTimeout           DEADLINE_EXCEEDED  the vault did not answer within the budget
-    └── Misconfigured             INTERNAL           the vault refused piigate's own key, ...
+    ├── RequestInvalid        INVALID_ARGUMENT     malformed request, bad reason text
+    ├── Unauthenticated       UNAUTHENTICATED      caller credential or subject token refused
+    │   └── TokenRejected     one subclass per failed JWT rule (TOKEN_EXPIRED, ...)
+    ├── PermissionDenied      PERMISSION_DENIED    no profile; audience/scope/field/reason refused
+    ├── PiiTokenClaim*        FAILED_PRECONDITION  no usable vault token id in the subject token
+    ├── VaultTokenNotFound    NOT_FOUND            the vault has no such (live) token
+    ├── UpstreamUnavailable   UNAVAILABLE          vault, issuer keys or audit sink unusable now
+    ├── VaultTimeout          DEADLINE_EXCEEDED    the vault did not answer within the budget
+    └── VaultMisconfigured    INTERNAL             the vault refused piigate's own key, ...
 
 Messages are fixed, generic and free of PII and tokens: they are written for the wire.
 Detail for operators goes into `metadata` (never values, never tokens) and the audit trail.
