@@ -1,0 +1,165 @@
+"""The vault stage against a real HTTP server on loopback that misbehaves on request:
+every failure maps to its typed error, and nothing from the answer leaks into one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from piigate.addresses import ListenAddress
+from piigate.errors import (
+    GatewayError,
+    VaultAccessDenied,
+    VaultMisconfigured,
+    VaultResponseInvalid,
+    VaultTimeout,
+    VaultUnavailable,
+)
+from piigate.httpserve import start_http_app
+from piigate.vault import DetokenizeQuery, VaultClient, vault_timeout
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+StartVault = Callable[[Handler], Awaitable[VaultClient]]
+SECRET_VALUE = "123-45-6789"
+QUERY = DetokenizeQuery(
+    collection="users", token_ids=("tok-1",), props=("user_id", "ssn.mask"),
+    reason="AppFunctionality", adhoc_reason=None, api_key="vault-key-xyz",
+    custom_audit="piigate request r1",
+)
+
+
+@pytest.fixture
+async def vault() -> AsyncIterator[StartVault]:
+    runners: list[web.AppRunner] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(handler: Handler) -> VaultClient:
+        app = web.Application()
+        app.router.add_get("/api/pvlt/1.0/data/collections/{c}/tokens", handler)
+        runner, url = await start_http_app(app, ListenAddress("127.0.0.1", 0))
+        runners.append(runner)
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        return VaultClient(session, url, max_response_bytes=4096)
+
+    yield start
+    for session in sessions:
+        await session.close()
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def test_sends_piianos_detokenize_and_parses_the_answer(vault: StartVault) -> None:
+    seen: dict[str, object] = {}
+
+    async def handler(request: web.Request) -> web.Response:
+        seen["collection"] = request.match_info["c"]
+        seen["auth"] = request.headers["Authorization"]
+        seen["query"] = list(request.query.items())
+        return web.json_response(
+            [{"token_id": "tok-1", "fields": {"user_id": "u-1", "ssn.mask": "***-**-6789"}}]
+        )
+
+    client = await vault(handler)
+    found = await client.detokenize(QUERY, timeout_s=2)
+    assert found == {"tok-1": {"user_id": "u-1", "ssn.mask": "***-**-6789"}}
+    assert seen["collection"] == "users"
+    assert seen["auth"] == "Bearer vault-key-xyz"
+    assert seen["query"] == [
+        ("reason", "AppFunctionality"), ("custom_audit", "piigate request r1"),
+        ("token_ids", "tok-1"), ("props", "user_id"), ("props", "ssn.mask"),
+    ]
+
+
+async def test_no_match_is_an_empty_answer_not_an_error(vault: StartVault) -> None:
+    client = await vault(_json([]))
+    assert await client.detokenize(QUERY, timeout_s=2) == {}
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [
+        (403, "PV1006", VaultAccessDenied),
+        (401, "PV1005", VaultMisconfigured),
+        (404, "PV1004", VaultMisconfigured),
+        (400, "PV1012", VaultMisconfigured),
+        (429, "PV1020", VaultUnavailable),
+        (500, "PV1010", VaultUnavailable),
+        (503, "PV1010", VaultUnavailable),
+        (500, "PV1009", VaultTimeout),
+    ],
+)
+async def test_error_statuses_map_to_typed_errors(
+    vault: StartVault, status: int, code: str, expected: type[GatewayError]
+) -> None:
+    body = {"error_code": code, "message": f"value {SECRET_VALUE} refused", "context": {}}
+    client = await vault(_json(body, status))
+    with pytest.raises(expected) as caught:
+        await client.detokenize(QUERY, timeout_s=2)
+    assert type(caught.value) is expected
+    assert caught.value.metadata["vault_status"] == str(status)
+    assert caught.value.metadata["vault_error_code"] == code
+    assert SECRET_VALUE not in repr(caught.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>gateway error</html>",
+        b'{"token_id": "tok-1"}',
+        b'[{"token_id": "tok-1"}]',
+        b'[{"fields": {}}]',
+        b'["tok-1"]',
+        b'[{"token_id": "someone-else", "fields": {"ssn": "' + SECRET_VALUE.encode() + b'"}}]',
+        b"[" + b" " * 5000 + b"]",
+    ],
+)
+async def test_garbage_is_refused_whole(vault: StartVault, body: bytes) -> None:
+    client = await vault(_raw(body))
+    with pytest.raises(VaultResponseInvalid) as caught:
+        await client.detokenize(QUERY, timeout_s=2)
+    assert SECRET_VALUE not in repr(caught.value)
+
+
+async def test_a_slow_vault_times_out_within_the_budget(vault: StartVault) -> None:
+    async def slow(_request: web.Request) -> web.Response:
+        await asyncio.sleep(1)
+        return web.json_response([])
+
+    client = await vault(slow)
+    with pytest.raises(VaultTimeout):
+        await asyncio.wait_for(client.detokenize(QUERY, timeout_s=0.2), timeout=3)
+
+
+async def test_a_vault_that_is_down_is_unavailable() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with aiohttp.ClientSession() as session:
+        client = VaultClient(session, f"http://127.0.0.1:{port}", 4096)
+        with pytest.raises(VaultUnavailable):
+            await client.detokenize(QUERY, timeout_s=2)
+
+
+def test_vault_timeout_takes_the_smallest_budget() -> None:
+    assert vault_timeout(None, cap_s=3.0, vault_timeout_s=2.0) == 2.0
+    assert vault_timeout(0.5, cap_s=3.0, vault_timeout_s=2.0) == 0.5
+    assert vault_timeout(10.0, cap_s=3.0, vault_timeout_s=5.0) == 3.0
+    assert vault_timeout(-1.0, cap_s=3.0, vault_timeout_s=5.0) == 0.0
+
+
+def _json(body: object, status: int = 200) -> Handler:
+    return _raw(json.dumps(body).encode(), status)
+
+
+def _raw(body: bytes, status: int = 200) -> Handler:
+    async def handler(_request: web.Request) -> web.Response:
+        return web.Response(body=body, status=status, content_type="application/json")
+
+    return handler

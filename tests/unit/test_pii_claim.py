@@ -1,0 +1,31 @@
+"""The namespaced claim is one opaque key, and its value must look like a token id."""
+
+from __future__ import annotations
+
+import pytest
+
+from piigate.errors import PiiTokenClaimInvalid, PiiTokenClaimMissing
+from piigate.pii_claim import pii_token_id
+
+CLAIM = "https://example.com/pii_token"
+
+
+def test_reads_the_namespaced_claim_as_one_key() -> None:
+    claims = {
+        CLAIM: "3e84e552-4d6d-43cb-a21e-0ae5b8ffb54d",
+        "https://example": {"com/pii_token": "x"},
+    }
+    assert pii_token_id(claims, CLAIM) == "3e84e552-4d6d-43cb-a21e-0ae5b8ffb54d"
+
+
+def test_a_dotted_path_is_not_followed() -> None:
+    with pytest.raises(PiiTokenClaimMissing):
+        pii_token_id({"https://example": {"com/pii_token": "abc"}}, CLAIM)
+
+
+@pytest.mark.parametrize(
+    "value", ["", "a b", "../admin", "x" * 129, 42, None, ["abc"], "abc&token_ids=other"]
+)
+def test_malformed_values_are_refused_before_reaching_the_vault(value: object) -> None:
+    with pytest.raises(PiiTokenClaimInvalid):
+        pii_token_id({CLAIM: value}, CLAIM)
