@@ -1,0 +1,51 @@
+"""Audit events: JSON lines without PII values, and a sink that fails closed."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from piigate.audit import AuditEvent, FieldDisclosure, JsonLinesSink
+from piigate.errors import AuditUnavailable
+
+
+def event() -> AuditEvent:
+    return AuditEvent(
+        time=1700000000.5, request_id="r1", outcome="allowed", caller="fhir-app",
+        caller_issuer="dev", subject_iss="https://issuer/", subject_sub="user-1", jti="j1",
+        token_id="tok-1", profile="fhir", reason="AppFunctionality",
+        fields=(FieldDisclosure("user_id", "raw"), FieldDisclosure("ssn", "masked")),
+    )
+
+
+async def test_one_compact_json_line_per_event_with_unset_facts_left_out() -> None:
+    stream = io.StringIO()
+    await JsonLinesSink(stream).write(event())
+    await JsonLinesSink(stream).write(AuditEvent(time=1.0, request_id="r2", outcome="denied",
+                                                 error_reason="CALLER_WITHOUT_PROFILE"))
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["fields"] == [{"disclosure": "raw", "name": "user_id"},
+                               {"disclosure": "masked", "name": "ssn"}]
+    assert first["event"] == "disclosure"
+    assert second == {"event": "disclosure", "error_reason": "CALLER_WITHOUT_PROFILE",
+                      "outcome": "denied", "request_id": "r2", "time": 1.0}
+
+
+async def test_file_sink_appends_with_owner_only_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    for _ in range(2):
+        sink = JsonLinesSink.open(path, fsync=True)
+        await sink.write(event())
+        await sink.close()
+    assert len(path.read_text().splitlines()) == 2
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_sink_that_cannot_write_raises_audit_unavailable() -> None:
+    stream = io.StringIO()
+    stream.close()
+    with pytest.raises(AuditUnavailable):
+        await JsonLinesSink(stream).write(event())
