@@ -84,7 +84,7 @@ def granted_scopes(claims: Mapping[str, Any], scope_claims: Sequence[str]) -> fr
         value = claims.get(claim)
         if isinstance(value, str):
             return frozenset(value.split())
-        if isinstance(value, list):
+        if isinstance(value, list | tuple):  # verified claims hold JSON arrays as tuples
             return frozenset(v for v in value if isinstance(v, str))
     return frozenset()
 
