@@ -64,7 +64,7 @@ def _request(
     return pb.DetokenizeRequest(
         subject_token=subject_token,
         fields=list(fields),
-        reason=REASON_NUMBERS[reason] if reason else pb.REASON_UNSPECIFIED,  # type: ignore[arg-type]
+        reason=REASON_NUMBERS[reason] if reason else pb.REASON_UNSPECIFIED,
         adhoc_reason=adhoc_reason,
     )
 
@@ -175,7 +175,7 @@ class AsyncDetokenizationClient:
             token = await token
         metadata = (("authorization", f"Bearer {token}"),)
         try:
-            response = await self._stub.Detokenize(  # type: ignore[misc]
+            response = await self._stub.Detokenize(
                 request, timeout=timeout_s or self._timeout_s, metadata=metadata
             )
         except grpc.RpcError as exc:

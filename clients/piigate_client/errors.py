@@ -75,10 +75,10 @@ _BY_CODE: dict[grpc.StatusCode, type[PiigateError]] = {
 def error_from_rpc(error: grpc.RpcError) -> PiigateError:
     """Translate a failed call; without an ErrorInfo (e.g. a transport failure) the reason
     is the gRPC code's name."""
-    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
-    message: str = error.details() or ""  # type: ignore[attr-defined]
+    code: grpc.StatusCode = error.code()
+    message: str = error.details() or ""
     reason, metadata = code.name, {}
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     if status is not None:
         for detail in status.details:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):

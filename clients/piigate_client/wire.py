@@ -9,7 +9,7 @@ from piigate_client.v1 import detokenization_pb2 as pb
 DisclosureName = Literal["raw", "masked", "redacted"]
 
 # Wire enum number <-> Piiano Vault reason name.
-REASON_NAMES: dict[int, str] = {
+REASON_NAMES: dict[pb.Reason.ValueType, str] = {
     pb.REASON_APP_FUNCTIONALITY: "AppFunctionality",
     pb.REASON_ANALYTICS: "Analytics",
     pb.REASON_NOTIFICATIONS: "Notifications",
@@ -21,11 +21,11 @@ REASON_NAMES: dict[int, str] = {
     pb.REASON_DATA_SUBJECT_REQUEST: "DataSubjectRequest",
     pb.REASON_OTHER: "Other",
 }
-REASON_NUMBERS: dict[str, int] = {name: number for number, name in REASON_NAMES.items()}
+REASON_NUMBERS: dict[str, pb.Reason.ValueType] = {name: number for number, name in REASON_NAMES.items()}
 
-DISCLOSURE_NAMES: dict[int, DisclosureName] = {
+DISCLOSURE_NAMES: dict[pb.Disclosure.ValueType, DisclosureName] = {
     pb.DISCLOSURE_RAW: "raw",
     pb.DISCLOSURE_MASKED: "masked",
     pb.DISCLOSURE_REDACTED: "redacted",
 }
-DISCLOSURE_NUMBERS: dict[DisclosureName, int] = {n: v for v, n in DISCLOSURE_NAMES.items()}
+DISCLOSURE_NUMBERS: dict[DisclosureName, pb.Disclosure.ValueType] = {n: v for v, n in DISCLOSURE_NAMES.items()}

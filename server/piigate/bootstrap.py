@@ -21,7 +21,7 @@ from piigate.addresses import ListenAddress
 from piigate.audit import AuditSink, JsonLinesSink
 from piigate.caller import BearerCallerAuthenticator
 from piigate.config import GatewayConfig, IssuerConfig
-from piigate.keys import JwksCache
+from piigate.keys import JwksCache, JwksCacheSettings
 from piigate.pipeline import DetokenizationPipeline, Limits
 from piigate.policy import ProfileIndex
 from piigate.service import DetokenizationService
@@ -106,7 +106,13 @@ async def start_gateway(
         auto_decompress=False,
     )
     caches = {
-        i.issuer: (issuer_policy(i), JwksCache(i.jwks_uri, session, clock, i.algorithms))
+        i.issuer: (
+            issuer_policy(i),
+            JwksCache(
+                i.jwks_uri, session, clock,
+                JwksCacheSettings(allowed_algorithms=i.algorithms), issuer_name=i.name,
+            ),
+        )
         for i in config.issuers
     }
     verifier = TokenVerifier(caches, clock)

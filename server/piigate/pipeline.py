@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -30,11 +31,15 @@ from piigate.vault import DetokenizeQuery, VaultClient, vault_timeout
 log = logging.getLogger(__name__)
 
 # Failures that are the caller's (or its user's) doing are "denied"; the rest "failed".
-_DENIED_CODES = frozenset({
-    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.FAILED_PRECONDITION,
-})
+_DENIED_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +58,21 @@ class _Trail:
 
     request_id: str
     started: float
-    facts: dict[str, str | None] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)  # AuditEvent fields learned so far
 
     def event(
-        self, outcome: str, error_reason: str | None = None,
+        self,
+        outcome: str,
+        error_reason: str | None = None,
         fields: Sequence[FieldDisclosure] = (),
     ) -> AuditEvent:
         return AuditEvent(
-            time=self.started, request_id=self.request_id, outcome=outcome,
-            fields=tuple(fields), error_reason=error_reason, **self.facts,
+            time=self.started,
+            request_id=self.request_id,
+            outcome=outcome,
+            fields=tuple(fields),
+            error_reason=error_reason,
+            **self.facts,
         )
 
 

@@ -38,7 +38,8 @@ class DetokenizationService(pb_grpc.DetokenizationServiceServicer):
             metadata=tuple(context.invocation_metadata() or ()),
             subject_token=request.subject_token,
             request=_disclosure_request(request),
-            time_remaining_s=remaining if remaining is not None and remaining < NO_DEADLINE_S
+            time_remaining_s=remaining
+            if remaining is not None and remaining < NO_DEADLINE_S
             else None,
         )
         return _response(disclosure)
@@ -59,7 +60,7 @@ def _response(disclosure: Disclosure) -> pb.DetokenizeResponse:
     return pb.DetokenizeResponse(
         token_id=disclosure.token_id,
         profile=disclosure.profile,
-        reason=REASON_NUMBERS[disclosure.reason],  # type: ignore[arg-type]
+        reason=REASON_NUMBERS[disclosure.reason],
         fields=[
             pb.DisclosedField(
                 name=f.name, value=f.value, disclosure=DISCLOSURE_NUMBERS[f.disclosure]
