@@ -15,7 +15,6 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from piigate_client.v1 import detokenization_pb2, detokenization_pb2_grpc
 
 from piigate.addresses import ListenAddress
 from piigate.audit import AuditSink, JsonLinesSink
@@ -28,6 +27,7 @@ from piigate.service import DetokenizationService
 from piigate.tokens import TokenVerifier
 from piigate.vault import VaultClient
 from piigate.verification import IssuerPolicy, TypRule
+from piigate_client.v1 import detokenization_pb2, detokenization_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = detokenization_pb2.DESCRIPTOR.services_by_name["DetokenizationService"].full_name

@@ -38,7 +38,16 @@ PIIANO_REASONS = (
     "Other",
 )
 ASYMMETRIC_ALGORITHMS = (
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
 )
 DEFAULT_PII_TOKEN_CLAIM = "https://example.com/pii_token"  # noqa: S105 - a claim name
 # Property names as Piiano allows them; also what callers may name in `fields`.
@@ -226,8 +235,14 @@ class _Reader:
 
 
 def _kind_name(kind: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-            list: "a list", dict: "a table"}.get(kind, kind.__name__)
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }.get(kind, kind.__name__)
 
 
 def _positive(value: float) -> str | None:
@@ -246,9 +261,20 @@ def _http_url(value: str) -> str | None:
 
 def _read_server(r: _Reader, data: Mapping[str, Any]) -> ServerConfig:
     t = r.table(data, "server", "server")
-    r.unknown_keys(t, {"listen", "request_timeout_ms", "max_request_bytes",
-                       "max_metadata_bytes", "max_concurrent_rpcs", "shutdown_grace_s",
-                       "tls_cert_file", "tls_key_file"}, "server")
+    r.unknown_keys(
+        t,
+        {
+            "listen",
+            "request_timeout_ms",
+            "max_request_bytes",
+            "max_metadata_bytes",
+            "max_concurrent_rpcs",
+            "shutdown_grace_s",
+            "tls_cert_file",
+            "tls_key_file",
+        },
+        "server",
+    )
     listen_text = r.get(t, "listen", "server", str, "127.0.0.1:50051")
     try:
         listen = parse_listen(listen_text)
@@ -286,14 +312,31 @@ def _read_issuers(r: _Reader, data: Mapping[str, Any]) -> tuple[IssuerConfig, ..
         if not isinstance(t, dict):
             r.problem(p, "must be a table")
             continue
-        r.unknown_keys(t, {"name", "issuer", "jwks_uri", "algorithms", "typ", "leeway_s",
-                           "max_lifetime_s", "max_age_s", "pii_token_claim",
-                           "client_id_claims", "scope_claims"}, p)
+        r.unknown_keys(
+            t,
+            {
+                "name",
+                "issuer",
+                "jwks_uri",
+                "algorithms",
+                "typ",
+                "leeway_s",
+                "max_lifetime_s",
+                "max_age_s",
+                "pii_token_claim",
+                "client_id_claims",
+                "scope_claims",
+            },
+            p,
+        )
         algorithms = r.strings(t, "algorithms", p, ("RS256",))
         for alg in algorithms:
             if alg not in ASYMMETRIC_ALGORITHMS:
-                r.problem(f"{p}.algorithms", f"{alg!r} is not allowed; use one of "
-                          f"{', '.join(ASYMMETRIC_ALGORITHMS)} (no 'none', no HMAC)")
+                r.problem(
+                    f"{p}.algorithms",
+                    f"{alg!r} is not allowed; use one of "
+                    f"{', '.join(ASYMMETRIC_ALGORITHMS)} (no 'none', no HMAC)",
+                )
         typ = r.get(t, "typ", p, str, "at+jwt")
         if typ not in ("at+jwt", "any", "keycloak", "cognito"):
             r.problem(f"{p}.typ", "must be one of at+jwt, any, keycloak, cognito")
@@ -304,19 +347,23 @@ def _read_issuers(r: _Reader, data: Mapping[str, Any]) -> tuple[IssuerConfig, ..
         max_age = t.get("max_age_s")
         if max_age is not None:
             max_age = r.get(t, "max_age_s", p, int, None, _positive)
-        issuers.append(IssuerConfig(
-            name=r.get(t, "name", p, str),
-            issuer=r.get(t, "issuer", p, str, None, lambda v: None if v else "must not be empty"),
-            jwks_uri=r.get(t, "jwks_uri", p, str, None, _http_url),
-            algorithms=algorithms,
-            typ=typ,  # type: ignore[arg-type]  # checked above
-            leeway_s=leeway,
-            max_lifetime_s=max_lifetime,
-            max_age_s=max_age,
-            pii_token_claim=r.get(t, "pii_token_claim", p, str, DEFAULT_PII_TOKEN_CLAIM),
-            client_id_claims=r.strings(t, "client_id_claims", p, ("azp", "client_id", "cid")),
-            scope_claims=r.strings(t, "scope_claims", p, ("scope", "scp")),
-        ))
+        issuers.append(
+            IssuerConfig(
+                name=r.get(t, "name", p, str),
+                issuer=r.get(
+                    t, "issuer", p, str, None, lambda v: None if v else "must not be empty"
+                ),
+                jwks_uri=r.get(t, "jwks_uri", p, str, None, _http_url),
+                algorithms=algorithms,
+                typ=typ,  # type: ignore[arg-type]  # checked above
+                leeway_s=leeway,
+                max_lifetime_s=max_lifetime,
+                max_age_s=max_age,
+                pii_token_claim=r.get(t, "pii_token_claim", p, str, DEFAULT_PII_TOKEN_CLAIM),
+                client_id_claims=r.strings(t, "client_id_claims", p, ("azp", "client_id", "cid")),
+                scope_claims=r.strings(t, "scope_claims", p, ("scope", "scp")),
+            )
+        )
     names = [i.name for i in issuers]
     for name in sorted({n for n in names if names.count(n) > 1}):
         r.problem("issuers", f"issuer name {name!r} is used twice")
@@ -335,14 +382,29 @@ def _read_profiles(r: _Reader, data: Mapping[str, Any]) -> tuple[Profile, ...]:
         if not isinstance(t, dict):
             r.problem(p, "must be a table")
             continue
-        r.unknown_keys(t, {"callers", "audiences", "required_scopes", "reasons",
-                           "default_reason", "collection", "fields", "vault_api_key_env",
-                           "vault_api_key_file"}, p)
+        r.unknown_keys(
+            t,
+            {
+                "callers",
+                "audiences",
+                "required_scopes",
+                "reasons",
+                "default_reason",
+                "collection",
+                "fields",
+                "vault_api_key_env",
+                "vault_api_key_file",
+            },
+            p,
+        )
         callers = r.strings(t, "callers", p)
         for caller in callers:
             if caller in claimed_callers:
-                r.problem(f"{p}.callers", f"caller {caller!r} already uses profile "
-                          f"{claimed_callers[caller]!r}; a caller has exactly one profile")
+                r.problem(
+                    f"{p}.callers",
+                    f"caller {caller!r} already uses profile "
+                    f"{claimed_callers[caller]!r}; a caller has exactly one profile",
+                )
             claimed_callers[caller] = name
         audiences = r.strings(t, "audiences", p)
         if not audiences and "audiences" in t:
@@ -350,8 +412,10 @@ def _read_profiles(r: _Reader, data: Mapping[str, Any]) -> tuple[Profile, ...]:
         reasons = r.strings(t, "reasons", p, ("AppFunctionality",))
         for reason in reasons:
             if reason not in PIIANO_REASONS:
-                r.problem(f"{p}.reasons", f"{reason!r} is not a vault reason; use one of "
-                          f"{', '.join(PIIANO_REASONS)}")
+                r.problem(
+                    f"{p}.reasons",
+                    f"{reason!r} is not a vault reason; use one of {', '.join(PIIANO_REASONS)}",
+                )
         default_reason = r.get(t, "default_reason", p, str, reasons[0] if reasons else "")
         if reasons and default_reason not in reasons:
             r.problem(f"{p}.default_reason", "must be one of the profile's reasons")
@@ -368,17 +432,19 @@ def _read_profiles(r: _Reader, data: Mapping[str, Any]) -> tuple[Profile, ...]:
             fields[field] = disposition
         if not fields_table:
             r.problem(f"{p}.fields", "must list at least one property")
-        profiles.append(Profile(
-            name=name,
-            callers=frozenset(callers),
-            audiences=frozenset(audiences),
-            required_scopes=frozenset(r.strings(t, "required_scopes", p, ())),
-            reasons=frozenset(reasons),
-            default_reason=default_reason,
-            collection=r.get(t, "collection", p, str, None, _non_empty),
-            fields=MappingProxyType(fields),
-            vault_api_key=r.secret(t, "vault_api_key", p),
-        ))
+        profiles.append(
+            Profile(
+                name=name,
+                callers=frozenset(callers),
+                audiences=frozenset(audiences),
+                required_scopes=frozenset(r.strings(t, "required_scopes", p, ())),
+                reasons=frozenset(reasons),
+                default_reason=default_reason,
+                collection=r.get(t, "collection", p, str, None, _non_empty),
+                fields=MappingProxyType(fields),
+                vault_api_key=r.secret(t, "vault_api_key", p),
+            )
+        )
     if not profiles:
         r.problem("profiles", "no profiles: every caller would be denied (define at least one)")
     return tuple(profiles)

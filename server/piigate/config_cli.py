@@ -22,7 +22,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 2
     print(
-        f"{args.config}: valid ({len(config.issuers)} issuer(s), "
-        f"{len(config.profiles)} profile(s))"
+        f"{args.config}: valid ({len(config.issuers)} issuer(s), {len(config.profiles)} profile(s))"
     )
     return 0

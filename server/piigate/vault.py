@@ -159,4 +159,3 @@ async def close_quietly(session: aiohttp.ClientSession) -> None:
     """Close the pool; give aiohttp's transports a moment to finish (its documented advice)."""
     await session.close()
     await asyncio.sleep(0)
-
