@@ -76,7 +76,7 @@ async def test_no_pii_or_token_reaches_logs_audit_or_errors(
         assert len(stack.audit_events()) == 11  # one event per call, allowed or not
     async with running_stack(people=PEOPLE, vault_url=dead_vault) as broken:
         seen, used = await drive_every_path(broken)
-        texts += seen + [broken.audit_stream.getvalue()]
+        texts += [*seen, broken.audit_stream.getvalue()]
         tokens += used
     captured = capfd.readouterr()
     haystack = "\n".join([*texts, caplog.text, captured.out, captured.err])
