@@ -1,0 +1,70 @@
+"""A slow vault: the call's budget is respected, and a graceful stop lets in-flight
+calls finish. The slowness comes from a delaying proxy in front of the real vault."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+from aiohttp import web
+
+from piigate.addresses import ListenAddress
+from piigate.httpserve import start_http_app
+from piigate_client.errors import DeadlineExceeded
+from tests.support.stack import running_stack
+
+
+@asynccontextmanager
+async def delaying_proxy(delay_s: float) -> AsyncIterator[tuple[str, list[str]]]:
+    """An HTTP proxy that waits `delay_s` before forwarding to the URL it is later given."""
+    upstream: list[str] = []
+
+    async def forward(request: web.Request) -> web.Response:
+        await asyncio.sleep(delay_s)
+        async with aiohttp.ClientSession() as http, http.request(
+            request.method, upstream[0] + request.path_qs, headers=request.headers,
+            data=await request.read(),
+        ) as answer:
+            return web.Response(
+                body=await answer.read(), status=answer.status,
+                content_type=answer.content_type,
+            )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner, url = await start_http_app(app, ListenAddress("127.0.0.1", 0))
+    try:
+        yield url, upstream
+    finally:
+        await runner.cleanup()
+
+
+async def test_slow_vault_answers_deadline_exceeded_within_the_server_budget() -> None:
+    async with delaying_proxy(2.0) as (proxy, upstream), running_stack(
+        vault_url=proxy, gateway_overrides={"server": {"request_timeout_ms": 300}}
+    ) as stack:
+        upstream.append(stack.vault.base_url)
+        support = await stack.caller("support-tool")
+        started = asyncio.get_running_loop().time()
+        try:
+            await support.detokenize(stack.user_token("alice"), timeout_s=10)
+        except DeadlineExceeded as exc:
+            assert exc.reason == "VAULT_TIMEOUT"
+        else:
+            raise AssertionError("a 2 s vault answered within a 300 ms budget")
+        # Not a speed assertion: the 10 s client deadline was not what ended the call.
+        assert asyncio.get_running_loop().time() - started < 10
+        assert stack.audit_events()[-1]["error_reason"] == "VAULT_TIMEOUT"
+
+
+async def test_graceful_stop_lets_in_flight_calls_finish() -> None:
+    async with delaying_proxy(0.5) as (proxy, upstream), running_stack(vault_url=proxy) as stack:
+        upstream.append(stack.vault.base_url)
+        support = await stack.caller("support-tool")
+        in_flight = asyncio.create_task(support.detokenize(stack.user_token("alice")))
+        await asyncio.sleep(0.2)  # the call is now waiting on the vault
+        await stack.gateway.stop(grace_s=5)
+        result = await in_flight
+        assert result["ssn"].value == "***-**-1234"
