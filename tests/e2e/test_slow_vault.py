@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from piigate.addresses import ListenAddress
@@ -48,12 +49,9 @@ async def test_slow_vault_answers_deadline_exceeded_within_the_server_budget() -
         upstream.append(stack.vault.base_url)
         support = await stack.caller("support-tool")
         started = asyncio.get_running_loop().time()
-        try:
+        with pytest.raises(DeadlineExceeded) as caught:
             await support.detokenize(stack.user_token("alice"), timeout_s=10)
-        except DeadlineExceeded as exc:
-            assert exc.reason == "VAULT_TIMEOUT"
-        else:
-            raise AssertionError("a 2 s vault answered within a 300 ms budget")
+        assert caught.value.reason == "VAULT_TIMEOUT"
         # Not a speed assertion: the 10 s client deadline was not what ended the call.
         assert asyncio.get_running_loop().time() - started < 10
         assert stack.audit_events()[-1]["error_reason"] == "VAULT_TIMEOUT"
