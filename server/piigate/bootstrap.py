@@ -20,7 +20,7 @@ from piigate.addresses import ListenAddress
 from piigate.audit import AuditSink, JsonLinesSink
 from piigate.caller import BearerCallerAuthenticator
 from piigate.config import GatewayConfig, IssuerConfig
-from piigate.keys import JwksCache, JwksCacheSettings
+from piigate.jwks import JwksCache, JwksCacheSettings
 from piigate.pipeline import DetokenizationPipeline, Limits
 from piigate.policy import ProfileIndex
 from piigate.service import DetokenizationService
