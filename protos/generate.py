@@ -53,7 +53,9 @@ def _generate(into: Path) -> None:
         if path.suffix == ".pyi":
             text = STUB_REFERENCE.sub(r"piigate_client.v1.\1", text)
         path.write_text(text)
-    (generated / "__init__.py").write_text('"""Generated from protos/piigate/v1 by protos/generate.py."""\n')
+    (generated / "__init__.py").write_text(
+        '"""Generated from protos/piigate/v1 by protos/generate.py."""\n'
+    )
 
 
 def main() -> int:
@@ -68,10 +70,11 @@ def main() -> int:
             existing = sorted(p.name for p in TARGET.iterdir()) if TARGET.is_dir() else []
             existing = [n for n in existing if n != "__pycache__"]
             _, mismatch, errors = filecmp.cmpfiles(fresh, TARGET, names, shallow=False)
-            if names != existing or mismatch or errors:
+            differing = set(mismatch) | set(errors) | (set(names) ^ set(existing))
+            if differing:
                 print(
                     "generated stubs drift from protos/: run `make gen` and commit "
-                    f"(differing: {sorted(set(mismatch) | set(errors) | (set(names) ^ set(existing)))})",
+                    f"(differing: {sorted(differing)})",
                     file=sys.stderr,
                 )
                 return 1

@@ -6,13 +6,13 @@ Translation only; every decision is made in the stages behind the pipeline.
 from __future__ import annotations
 
 import grpc
-from piigate_client.v1 import detokenization_pb2 as pb
-from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
-from piigate_client.wire import DISCLOSURE_NUMBERS, REASON_NAMES, REASON_NUMBERS
 
 from piigate.boundary import guarded
 from piigate.pipeline import DetokenizationPipeline, Disclosure
 from piigate.policy import DisclosureRequest
+from piigate_client.v1 import detokenization_pb2 as pb
+from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
+from piigate_client.wire import DISCLOSURE_NUMBERS, REASON_NAMES, REASON_NUMBERS
 
 # With no client deadline grpc reports ~9.2e18 s remaining; treat anything this large
 # as "no deadline" so the server-side budget applies.

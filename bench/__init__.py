@@ -1,0 +1,1 @@
+"""Benchmarks: load generators for piigate and its development stand-ins."""
