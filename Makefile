@@ -41,7 +41,7 @@ pytest: $(STAMP) gen
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP) gen
-	$(PY) -m bench
+	$(PY) -m bench.vault_load --pin
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
