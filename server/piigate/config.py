@@ -21,22 +21,12 @@ from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
 from piigate.addresses import ListenAddress, is_loopback_host, parse_listen
+from piigate.piiano import REASONS
 
 Disposition = Literal["raw", "mask", "redact"]
 TypRule = Literal["at+jwt", "any", "keycloak", "cognito"]
 
-PIIANO_REASONS = (
-    "AppFunctionality",
-    "Analytics",
-    "Notifications",
-    "Marketing",
-    "ThirdPartyMarketing",
-    "FraudPreventionSecurityAndCompliance",
-    "AccountManagement",
-    "Maintenance",
-    "DataSubjectRequest",
-    "Other",
-)
+PIIANO_REASONS = REASONS
 ASYMMETRIC_ALGORITHMS = (
     "RS256",
     "RS384",

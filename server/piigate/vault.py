@@ -27,9 +27,9 @@ from piigate.errors import (
     VaultTimeout,
     VaultUnavailable,
 )
+from piigate.piiano import API_BASE
 
 log = logging.getLogger(__name__)
-API = "/api/pvlt/1.0"
 MAX_CUSTOM_AUDIT = 256
 
 
@@ -55,7 +55,7 @@ class VaultClient:
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, max_response_bytes: int):
         self._session = session
-        self._url = base_url.rstrip("/") + API + "/data/collections/{collection}/tokens"
+        self._url = base_url.rstrip("/") + API_BASE + "/data/collections/{collection}/tokens"
         self._max_response_bytes = max_response_bytes
 
     async def detokenize(

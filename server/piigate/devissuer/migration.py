@@ -26,16 +26,13 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from piigate import piiano
 from piigate.binding import binding_tag
 from piigate.devissuer.claims import UserTokenRequest
 from piigate.devissuer.remote import RemoteIssuer, UserTokenSource
 
-API_BASE = "api/pvlt/1.0/data/collections"
-REASONS = frozenset({
-    "AppFunctionality", "Analytics", "Notifications", "Marketing", "ThirdPartyMarketing",
-    "FraudPreventionSecurityAndCompliance", "AccountManagement", "Maintenance",
-    "DataSubjectRequest", "Other",
-})  # fmt: skip
+API_BASE = piiano.API_BASE.lstrip("/") + "/data/collections"
+REASONS = frozenset(piiano.REASONS)
 _TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 

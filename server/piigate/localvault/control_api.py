@@ -12,8 +12,9 @@ from piigate.localvault.boundary import answer, read_json, vault_and_caller
 from piigate.localvault.database import SCHEMA_VERSION
 from piigate.localvault.errors import NotPermitted, RequestInvalid
 from piigate.localvault.schema import parse_collection
+from piigate.piiano import API_BASE
 
-BASE = "/api/pvlt/1.0"
+BASE = API_BASE
 VERSION = "1.13.0-piigate-local"
 
 

@@ -44,8 +44,9 @@ from piigate.localvault.tokens import (
     token_metadata,
 )
 from piigate.localvault.vault import Vault
+from piigate.piiano import API_BASE
 
-BASE = "/api/pvlt/1.0/data/collections/{collection}"
+BASE = API_BASE + "/data/collections/{collection}"
 _OBJECT_OPTIONS = frozenset({"unsafe", "include_metadata"})
 _DETOKENIZE_OPTIONS = frozenset({"include_metadata"})
 

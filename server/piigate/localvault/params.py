@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from piigate import piiano
 from piigate.localvault.errors import (
     AdhocReasonMissing,
     ReasonInvalid,
@@ -20,20 +21,7 @@ from piigate.localvault.errors import (
 
 Query = Sequence[tuple[str, str]]
 
-REASONS: frozenset[str] = frozenset(
-    {
-        "AppFunctionality",
-        "Analytics",
-        "Notifications",
-        "Marketing",
-        "ThirdPartyMarketing",
-        "FraudPreventionSecurityAndCompliance",
-        "AccountManagement",
-        "Maintenance",
-        "DataSubjectRequest",
-        "Other",
-    }
-)
+REASONS: frozenset[str] = frozenset(piiano.REASONS)
 """Exactly the ten access reasons Piiano Vault accepts."""
 
 AUDIT_TEXT_MAX = 256
