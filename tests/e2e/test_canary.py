@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from piigate import demo
+from piigate.devissuer.claims import UserTokenRequest
 from piigate_client.errors import PiigateError
 from tests.support.stack import Stack, running_stack
 
@@ -46,6 +47,10 @@ async def drive_every_path(stack: Stack) -> tuple[list[str], list[str]]:
         lambda: stack.client(user).detokenize(user),
         lambda: stack.client("garbage").detokenize(user),
         lambda: support.detokenize(""),
+        lambda: support.detokenize(stack.issuer.signer.sign_user_token(UserTokenRequest(
+            sub="auth0|ghost", pii_token="no-such-token", audience=demo.SUPPORT_AUDIENCE))),
+        lambda: support.detokenize(stack.issuer.signer.sign_user_token(UserTokenRequest(
+            sub="auth0|nobody", audience=demo.SUPPORT_AUDIENCE))),
     ]
     seen: list[str] = []
     for call in calls:
@@ -73,7 +78,7 @@ async def test_no_pii_or_token_reaches_logs_audit_or_errors(
         texts += seen
         tokens += used
         texts.append(stack.audit_stream.getvalue())
-        assert len(stack.audit_events()) == 11  # one event per call, allowed or not
+        assert len(stack.audit_events()) == 13  # one event per call, allowed or not
     async with running_stack(people=PEOPLE, vault_url=dead_vault) as broken:
         seen, used = await drive_every_path(broken)
         texts += [*seen, broken.audit_stream.getvalue()]

@@ -212,6 +212,15 @@ async def test_vault_down_is_unavailable_and_returns_nothing() -> None:
         assert broken.audit_events()[-1]["outcome"] == "failed"
 
 
+async def test_oversized_metadata_is_refused_and_the_server_keeps_serving(stack: Stack) -> None:
+    oversized = stack.client("x" * 20_000)  # beyond server.max_metadata_bytes (8 KiB)
+    with pytest.raises(PiigateError) as caught:
+        await oversized.detokenize(stack.user_token("alice"))
+    assert caught.value.code != grpc.StatusCode.OK
+    fhir = await stack.caller("fhir-app")
+    assert (await fhir.detokenize(stack.users["carol"].access_token))["user_id"].value
+
+
 async def test_audit_failure_withholds_the_data(stack: Stack) -> None:
     support = await stack.caller("support-tool")
     stack.audit_stream.close()  # the sink can no longer write
