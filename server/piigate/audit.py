@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -46,7 +47,9 @@ class AuditEvent:
     event: str = "disclosure"
 
     def to_json(self) -> str:
+        """One compact JSON object; `time` in RFC 3339 UTC with milliseconds."""
         data = {k: v for k, v in asdict(self).items() if v not in (None, ())}
+        data["time"] = datetime.fromtimestamp(self.time, UTC).isoformat(timespec="milliseconds")
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 

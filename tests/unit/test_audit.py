@@ -31,7 +31,8 @@ async def test_one_compact_json_line_per_event_with_unset_facts_left_out() -> No
                                {"disclosure": "masked", "name": "ssn"}]
     assert first["event"] == "disclosure"
     assert second == {"event": "disclosure", "error_reason": "CALLER_WITHOUT_PROFILE",
-                      "outcome": "denied", "request_id": "r2", "time": 1.0}
+                      "outcome": "denied", "request_id": "r2",
+                      "time": "1970-01-01T00:00:01.000+00:00"}
 
 
 async def test_file_sink_appends_with_owner_only_permissions(tmp_path: Path) -> None:
