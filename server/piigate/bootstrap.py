@@ -1,6 +1,7 @@
 """The composition root: the one place that builds piigate's object graph from config.
 
-Tests hand it a fake clock (and nothing else); every other part is the real thing.
+Tests hand it a fake clock (and, where they watch it, an audit sink); every other part is
+the real thing.
 """
 
 from __future__ import annotations
@@ -8,21 +9,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from piigate.addresses import ListenAddress
 from piigate.audit import AuditSink, JsonLinesSink
 from piigate.caller import BearerCallerAuthenticator
 from piigate.config import GatewayConfig, IssuerConfig
+from piigate.discovery import DiscoveredJwks
+from piigate.httpserve import start_http_app
 from piigate.jwks import JwksCache, JwksCacheSettings
+from piigate.metrics import Metrics, metrics_app
 from piigate.pipeline import DetokenizationPipeline, Limits
 from piigate.policy import ProfileIndex
+from piigate.readiness import IssuerReadiness
+from piigate.replay import ReplayGuard
 from piigate.service import DetokenizationService
 from piigate.tokens import TokenVerifier
 from piigate.vault import VaultClient
@@ -37,6 +43,7 @@ _TYP_RULES = {
     "keycloak": TypRule.KEYCLOAK,
     "cognito": TypRule.COGNITO,
 }
+KeySource = JwksCache | DiscoveredJwks
 
 
 def issuer_policy(issuer: IssuerConfig) -> IssuerPolicy:
@@ -70,14 +77,38 @@ def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
     ]
 
 
+def key_source(
+    issuer: IssuerConfig, session: aiohttp.ClientSession, clock: Callable[[], float]
+) -> KeySource:
+    """The issuer's JWKS cache, behind discovery when no `jwks_uri` is configured."""
+    j = issuer.jwks
+    settings = JwksCacheSettings(
+        default_ttl_s=j.default_ttl_s,
+        min_ttl_s=j.min_ttl_s,
+        max_ttl_s=j.max_ttl_s,
+        stale_if_error_s=j.stale_if_error_s,
+        unknown_kid_cooldown_s=j.unknown_kid_cooldown_s,
+        total_timeout_s=j.timeout_s,
+        connect_timeout_s=min(2.0, j.timeout_s),
+        read_timeout_s=j.timeout_s,
+        allowed_algorithms=issuer.algorithms,
+    )
+    if issuer.jwks_uri is None:
+        return DiscoveredJwks(issuer.issuer, session, clock, settings, issuer_name=issuer.name)
+    return JwksCache(issuer.jwks_uri, session, clock, settings, issuer_name=issuer.name)
+
+
 @dataclass
 class RunningGateway:
-    """A started gateway: its port, health, and how to stop it."""
+    """A started gateway: its port, health, metrics, and how to stop it."""
 
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
-    _closers: list[Callable[[], object]] = field(default_factory=list)
+    metrics: Metrics
+    readiness: IssuerReadiness
+    metrics_url: str | None = None
+    _closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace_s: float | None) -> None:
@@ -87,9 +118,8 @@ class RunningGateway:
         for task in self._tasks:
             task.cancel()
         for close in reversed(self._closers):
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
+            await close()
+        self._closers.clear()
 
 
 async def start_gateway(
@@ -105,33 +135,25 @@ async def start_gateway(
         raise_for_status=False,
         auto_decompress=False,
     )
-    caches = {
-        i.issuer: (
-            issuer_policy(i),
-            JwksCache(
-                i.jwks_uri, session, clock,
-                JwksCacheSettings(allowed_algorithms=i.algorithms), issuer_name=i.name,
-            ),
-        )
-        for i in config.issuers
-    }
-    verifier = TokenVerifier(caches, clock)
-    callers = BearerCallerAuthenticator(
-        verifier,
-        audience=config.caller.audience,
-        trusted_issuers=frozenset(config.caller.issuers),
-        client_id_claims={i.name: i.client_id_claims for i in config.issuers},
+    sources = {i.name: key_source(i, session, clock) for i in config.issuers}
+    verifier = TokenVerifier(
+        {i.issuer: (issuer_policy(i), sources[i.name]) for i in config.issuers}, clock
     )
+    issuers = {i.name: i for i in config.issuers}
+    metrics = Metrics()
+    metrics.counter("piigate_decisions_total", "Detokenize outcomes by profile and reason")
     sink = audit or JsonLinesSink.open(config.audit.path, config.audit.fsync)
     pipeline = DetokenizationPipeline(
-        callers=callers,
+        callers=BearerCallerAuthenticator(verifier, config.caller, issuers),
         profiles=ProfileIndex(config.profiles),
         verifier=verifier,
-        issuers={i.name: i for i in config.issuers},
+        issuers=issuers,
         vault=VaultClient(session, config.vault.url, config.vault.max_response_bytes),
         audit=sink,
         limits=Limits(config.server.request_timeout_s, config.vault.timeout_s),
         clock=clock,
+        metrics=metrics,
+        replay=ReplayGuard(clock),
     )
 
     server = grpc.aio.server(
@@ -146,38 +168,32 @@ async def start_gateway(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    address = str(listen or config.server.listen)
-    tls = config.server.tls
-    if tls is None:
-        port = server.add_insecure_port(address)
-    else:
-        credentials = grpc.ssl_server_credentials(
-            [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())]
-        )
-        port = server.add_secure_port(address, credentials)
+    port = _add_port(server, config, listen)
+    readiness = IssuerReadiness(sources, health_servicer, ("", SERVICE_NAME))
+    await readiness.publish()  # NOT_SERVING until every issuer's keys are in
     await server.start()
-    for service in ("", SERVICE_NAME):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-
-    running = RunningGateway(server, port, health_servicer)
+    running = RunningGateway(server, port, health_servicer, metrics, readiness)
     running._closers += [session.close, sink.close]
-    running._tasks.append(
-        asyncio.create_task(_become_ready(health_servicer, [c for _, c in caches.values()]))
-    )
+    running._closers += [s.aclose for s in sources.values()]
+    running._tasks.append(asyncio.create_task(readiness.run()))
+    metrics.gauges(readiness.gauges)
+    if config.server.metrics_listen is not None:
+        runner, url = await start_http_app(
+            metrics_app(metrics, readiness.report), config.server.metrics_listen
+        )
+        running.metrics_url = url
+        running._closers.append(runner.cleanup)
     return running
 
 
-async def _become_ready(
-    health_servicer: health.aio.HealthServicer, caches: list[JwksCache]
-) -> None:
-    """Report SERVING once every issuer's keys are loaded; retry with backoff until then."""
-    delay = 0.5
-    while True:
-        results = await asyncio.gather(*(c.prime() for c in caches), return_exceptions=True)
-        if not any(isinstance(r, BaseException) for r in results):
-            break
-        log.warning("issuer keys not loaded yet; health stays NOT_SERVING")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 30.0)
-    for service in ("", SERVICE_NAME):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+def _add_port(server: grpc.aio.Server, config: GatewayConfig, listen: ListenAddress | None) -> int:
+    address = str(listen or config.server.listen)
+    tls = config.server.tls
+    if tls is None:
+        port: int = server.add_insecure_port(address)
+        return port
+    credentials = grpc.ssl_server_credentials(
+        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())]
+    )
+    port = server.add_secure_port(address, credentials)
+    return port

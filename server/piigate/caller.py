@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from piigate.claims import claim_values, granted_scopes
+from piigate.config import CallerConfig, IssuerConfig
 from piigate.errors import (
     CallerCredentialMissing,
     CallerIdentityMissing,
@@ -58,30 +60,40 @@ class BearerCallerAuthenticator:
     def __init__(
         self,
         verifier: TokenVerifier,
-        audience: str,
-        trusted_issuers: frozenset[str],
-        client_id_claims: Mapping[str, Sequence[str]],
+        caller: CallerConfig,
+        issuers: Mapping[str, IssuerConfig],
     ) -> None:
         self._verifier = verifier
-        self._audience = audience
-        self._trusted_issuers = trusted_issuers
-        self._client_id_claims = client_id_claims
+        self._caller = caller
+        self._issuers = {name: issuers[name] for name in caller.issuers}
 
     async def identify(self, metadata: Sequence[tuple[str, str | bytes]]) -> Caller:
         token = bearer_token(metadata)
         try:
             verified = await self._verifier.verify(token)
-            if verified.issuer_name not in self._trusted_issuers:
+            issuer = self._issuers.get(verified.issuer_name)
+            if issuer is None:
                 raise TokenIssuerUnknown()
-            if self._audience not in verified.audiences:
+            # Bound to piigate by its audience, or (issuers whose client-credentials
+            # tokens carry none, like Cognito) by a scope only piigate's callers get.
+            if issuer.caller_audience_in_token and self._caller.audience not in claim_values(
+                verified.claims, ("aud",)
+            ):
                 raise TokenAudienceInvalid()
+            missing = self._caller.required_scopes - granted_scopes(
+                verified.claims, issuer.scope_claims
+            )
+            if missing:
+                raise TokenAudienceInvalid({"missing_scope": " ".join(sorted(missing))})
         except TokenRejected as exc:
             raise exc.for_role(CALLER_ROLE) from exc
-        return Caller(self._client_id(verified), verified.issuer_name)
+        return Caller(self._client_id(verified, issuer), verified.issuer_name)
 
-    def _client_id(self, verified: VerifiedToken) -> str:
-        for claim in self._client_id_claims.get(verified.issuer_name, ()):
+    @staticmethod
+    def _client_id(verified: VerifiedToken, issuer: IssuerConfig) -> str:
+        for claim in issuer.client_id_claims:
             value = verified.claims.get(claim)
             if isinstance(value, str) and value:
                 return value
         raise CallerIdentityMissing()
+

@@ -176,6 +176,12 @@ class TokenAudienceInvalid(TokenRejected):
     reason = "TOKEN_AUDIENCE_INVALID"
 
 
+class TokenReplayed(TokenRejected):
+    """A profile that asks for one-time tokens saw this token's `jti` before."""
+
+    reason = "TOKEN_REPLAYED"
+
+
 # --- PERMISSION_DENIED ------------------------------------------------------------------
 class PermissionDenied(GatewayError):
     code = grpc.StatusCode.PERMISSION_DENIED
@@ -249,6 +255,13 @@ class IssuerKeysUnavailable(UpstreamUnavailable):
 
 class AuditUnavailable(UpstreamUnavailable):
     reason = "AUDIT_UNAVAILABLE"
+
+
+class ReplayGuardFull(UpstreamUnavailable):
+    """The one-time-token memory is full of unexpired entries; refusing is safer than
+    forgetting one (which would allow its replay)."""
+
+    reason = "REPLAY_GUARD_FULL"
 
 
 class VaultTimeout(GatewayError):

@@ -92,7 +92,7 @@ class JwksStatus:
     last_error: str | None
 
 
-class _FetchFailed(Exception):
+class FetchFailed(Exception):
     """A fetch attempt failed; `detail` is a short fixed code for status and logs."""
 
     def __init__(self, detail: str) -> None:
@@ -267,7 +267,7 @@ class JwksCache:
         try:
             document, cache_control = await self._fetch()
             parsed = parse_jwks(document, self._settings.allowed_algorithms)
-        except _FetchFailed as exc:
+        except FetchFailed as exc:
             self._record_failure(exc.detail)
             return
         except JwksInvalid as exc:
@@ -289,32 +289,41 @@ class JwksCache:
         log.warning("JWKS fetch failed issuer=%s error=%s", self._issuer_name, detail)
 
     async def _fetch(self) -> tuple[bytes, str | None]:
-        settings = self._settings
-        timeout = aiohttp.ClientTimeout(
-            total=settings.total_timeout_s,
-            connect=settings.connect_timeout_s,
-            sock_read=settings.read_timeout_s,
+        return await fetch_document(
+            self._session, self._url, self._settings, "application/jwk-set+json, application/json"
         )
-        try:
-            async with self._session.get(
-                self._url,
-                allow_redirects=False,  # a redirect could lead anywhere: refuse it
-                timeout=timeout,
-                headers={"Accept": "application/jwk-set+json, application/json"},
-            ) as response:
-                if response.status != 200:
-                    kind = "redirect" if 300 <= response.status < 400 else "status"
-                    raise _FetchFailed(f"http_{kind}_{response.status}")
-                limit = settings.max_response_bytes
-                if response.content_length is not None and response.content_length > limit:
-                    raise _FetchFailed("response_too_large")
-                body = bytearray()
-                async for chunk in response.content.iter_chunked(16 * 1024):
-                    body += chunk
-                    if len(body) > limit:
-                        raise _FetchFailed("response_too_large")
-                return bytes(body), response.headers.get("Cache-Control")
-        except TimeoutError as exc:
-            raise _FetchFailed("timeout") from exc
-        except aiohttp.ClientError as exc:
-            raise _FetchFailed(f"client_{type(exc).__name__}") from exc
+
+
+async def fetch_document(
+    session: aiohttp.ClientSession, url: yarl.URL, settings: JwksCacheSettings, accept: str
+) -> tuple[bytes, str | None]:
+    """GET `url` within the settings' timeouts and size cap, refusing redirects; returns
+    the body and its Cache-Control header, or raises FetchFailed with a short code."""
+    timeout = aiohttp.ClientTimeout(
+        total=settings.total_timeout_s,
+        connect=settings.connect_timeout_s,
+        sock_read=settings.read_timeout_s,
+    )
+    try:
+        async with session.get(
+            url,
+            allow_redirects=False,  # a redirect could lead anywhere: refuse it
+            timeout=timeout,
+            headers={"Accept": accept},
+        ) as response:
+            if response.status != 200:
+                kind = "redirect" if 300 <= response.status < 400 else "status"
+                raise FetchFailed(f"http_{kind}_{response.status}")
+            limit = settings.max_response_bytes
+            if response.content_length is not None and response.content_length > limit:
+                raise FetchFailed("response_too_large")
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(16 * 1024):
+                body += chunk
+                if len(body) > limit:
+                    raise FetchFailed("response_too_large")
+            return bytes(body), response.headers.get("Cache-Control")
+    except TimeoutError as exc:
+        raise FetchFailed("timeout") from exc
+    except aiohttp.ClientError as exc:
+        raise FetchFailed(f"client_{type(exc).__name__}") from exc

@@ -19,10 +19,13 @@ import grpc
 
 from piigate.audit import AuditEvent, AuditSink, FieldDisclosure
 from piigate.caller import CallerAuthenticator
+from piigate.claims import claim_values, granted_scopes
 from piigate.config import IssuerConfig
-from piigate.errors import GatewayError, VaultTokenNotFound
+from piigate.errors import GatewayError, TokenClaimMissing, VaultTokenNotFound
+from piigate.metrics import Metrics
 from piigate.pii_claim import pii_token_id
-from piigate.policy import DisclosureRequest, Plan, ProfileIndex, decide, granted_scopes
+from piigate.policy import DisclosureRequest, Plan, ProfileIndex, decide
+from piigate.replay import ReplayGuard
 from piigate.shaping import DisclosedValue, shape
 from piigate.subject import verify_subject
 from piigate.tokens import TokenVerifier
@@ -95,6 +98,8 @@ class DetokenizationPipeline:
         audit: AuditSink,
         limits: Limits,
         clock: Callable[[], float],
+        metrics: Metrics,
+        replay: ReplayGuard,
     ) -> None:
         self._callers = callers
         self._profiles = profiles
@@ -104,6 +109,8 @@ class DetokenizationPipeline:
         self._audit = audit
         self._limits = limits
         self._clock = clock
+        self._metrics = metrics
+        self._replay = replay
 
     async def detokenize(
         self,
@@ -117,13 +124,19 @@ class DetokenizationPipeline:
             disclosure = await self._run(trail, metadata, subject_token, request, time_remaining_s)
         except GatewayError as exc:
             outcome = "denied" if exc.code in _DENIED_CODES else "failed"
-            await self._audit_failure(trail.event(outcome, exc.reason))
+            await self._record(trail.event(outcome, exc.reason))
             raise
         except Exception:
-            await self._audit_failure(trail.event("failed", "INTERNAL"))
+            await self._record(trail.event("failed", "INTERNAL"))
             raise
         fields = [FieldDisclosure(f.name, f.disclosure) for f in disclosure.fields]
-        await self._audit.write(trail.event("allowed", fields=fields))  # fail closed
+        event = trail.event("allowed", fields=fields)
+        try:
+            await self._audit.write(event)  # fail closed: no event, no data
+        except GatewayError as exc:
+            self._count(event.profile, "failed", exc.reason)
+            raise
+        self._count(event.profile, "allowed", "OK")
         return disclosure
 
     async def _run(
@@ -145,9 +158,16 @@ class DetokenizationPipeline:
         token_id = pii_token_id(subject.claims, issuer.pii_token_claim)
         trail.facts["token_id"] = token_id
 
+        audiences = claim_values(subject.claims, issuer.audience_claims)
         scopes = granted_scopes(subject.claims, issuer.scope_claims)
-        plan = decide(profile, subject, scopes, request)
+        plan = decide(profile, audiences, scopes, request)
         trail.facts.update(reason=plan.reason, adhoc_reason=plan.adhoc_reason)
+        if profile.one_time_tokens:
+            # Consumed only now, when everything else has passed: a refused call must not
+            # burn the user's token.
+            if subject.jti is None:
+                raise TokenClaimMissing({"claim": "jti", "token_role": "subject"})
+            self._replay.first_use(issuer.issuer, subject.jti, subject.expires_at)
 
         fields = await self._read(plan, token_id, trail.request_id, time_remaining_s)
         return Disclosure(token_id, profile.name, plan.reason, shape(plan, fields))
@@ -178,10 +198,16 @@ class DetokenizationPipeline:
             raise VaultTokenNotFound()
         return found[token_id]
 
-    async def _audit_failure(self, event: AuditEvent) -> None:
-        """Record a refusal; a sink failure must not mask the original error (no PII is
-        being returned), but it is logged for the operator."""
+    async def _record(self, event: AuditEvent) -> None:
+        """Count and audit a refusal; a sink failure must not mask the original error (no
+        PII is being returned), but it is logged for the operator."""
+        self._count(event.profile, event.outcome, event.error_reason or "INTERNAL")
         try:
             await self._audit.write(event)
         except GatewayError:
             log.error("audit sink failed while recording a %s outcome", event.outcome)
+
+    def _count(self, profile: str | None, outcome: str, reason: str) -> None:
+        self._metrics.inc(
+            "piigate_decisions_total", outcome=outcome, reason=reason, profile=profile or "-"
+        )

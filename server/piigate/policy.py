@@ -9,9 +9,8 @@ reason, fields), so a denied caller learns nothing about what exists.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from piigate.caller import Caller
 from piigate.config import PIIANO_REASONS, PROPERTY_NAME, Disposition, Profile
@@ -24,7 +23,6 @@ from piigate.errors import (
     ReasonNotAllowed,
     ScopeMissing,
 )
-from piigate.verification import VerifiedToken
 
 MAX_ADHOC_REASON = 256
 # Free-text purpose goes to the vault and the audit trail: printable text only, so it
@@ -77,26 +75,15 @@ class ProfileIndex:
         return profile
 
 
-def granted_scopes(claims: Mapping[str, Any], scope_claims: Sequence[str]) -> frozenset[str]:
-    """Scopes from a space-separated `scope` string or a `scp` array (Okta), whichever of
-    the issuer's scope claims is present first."""
-    for claim in scope_claims:
-        value = claims.get(claim)
-        if isinstance(value, str):
-            return frozenset(value.split())
-        if isinstance(value, list | tuple):  # verified claims hold JSON arrays as tuples
-            return frozenset(v for v in value if isinstance(v, str))
-    return frozenset()
-
-
 def decide(
     profile: Profile,
-    subject: VerifiedToken,
+    audiences: frozenset[str],
     scopes: frozenset[str],
     request: DisclosureRequest,
 ) -> Plan:
-    """Check `request` by `subject` against `profile`; return the plan or raise."""
-    if not profile.audiences.intersection(subject.audiences):
+    """Check a request against `profile`, given the subject token's audiences (per its
+    issuer's audience claims) and granted scopes; return the plan or raise."""
+    if not profile.audiences.intersection(audiences):
         # A support tool must not cash in a token issued for another system.
         raise AudienceNotAccepted({"profile": profile.name})
     missing = profile.required_scopes - scopes

@@ -4,12 +4,14 @@ issuer; the caller is its client id."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import pytest
 
 from piigate.caller import BearerCallerAuthenticator, bearer_token
+from piigate.config import CallerConfig, IssuerConfig, parse_config
 from piigate.errors import (
     CallerCredentialMissing,
     CallerIdentityMissing,
@@ -35,13 +37,22 @@ class FakeVerifier:
         return VerifiedToken(self.issuer_name, {}, MappingProxyType(dict(self.claims)), 0.0)
 
 
-def authenticator(verifier: FakeVerifier) -> BearerCallerAuthenticator:
-    return BearerCallerAuthenticator(
-        verifier,  # type: ignore[arg-type]
-        audience="piigate",
-        trusted_issuers=frozenset({"idp"}),
-        client_id_claims={"idp": ("azp", "client_id", "cid")},
-    )
+def issuer(name: str, kind: str = "generic") -> IssuerConfig:
+    data = {"issuers": [{"name": name, "kind": kind, "issuer": f"https://{name}.example/",
+                         "jwks_uri": f"https://{name}.example/jwks"}],
+            "vault": {"url": "https://vault.example"},
+            "caller": {"required_scopes": ["piigate/detokenize"]},
+            "profiles": {"p": {"callers": ["c"], "audiences": ["a"], "collection": "users",
+                               "vault_api_key_env": "K", "fields": {"ssn": "mask"}}}}
+    return parse_config(data, {"K": "k"}, Path(".")).issuers[0]
+
+
+def authenticator(
+    verifier: FakeVerifier, required_scopes: frozenset[str] = frozenset(), kind: str = "generic"
+) -> BearerCallerAuthenticator:
+    issuers = {"idp": issuer("idp", kind), "users-only-idp": issuer("users-only-idp")}
+    caller = CallerConfig(audience="piigate", issuers=("idp",), required_scopes=required_scopes)
+    return BearerCallerAuthenticator(verifier, caller, issuers)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -94,3 +105,17 @@ async def test_no_client_id_claim() -> None:
     verifier = FakeVerifier("idp", {"aud": "piigate", "azp": ""})
     with pytest.raises(CallerIdentityMissing):
         await authenticator(verifier).identify((("authorization", "Bearer t"),))
+
+
+async def test_required_scope_binds_audience_less_tokens_to_piigate() -> None:
+    # Cognito client-credentials tokens carry no aud; a scope granted only to piigate's
+    # callers takes its place.
+    granted = FakeVerifier("idp", {"client_id": "svc", "scope": "piigate/detokenize"})
+    caller = await authenticator(granted, frozenset({"piigate/detokenize"}), "cognito").identify(
+        (("authorization", "Bearer t"),))
+    assert caller.client_id == "svc"
+    lacking = FakeVerifier("idp", {"client_id": "svc", "scope": "other/read"})
+    with pytest.raises(TokenAudienceInvalid) as caught:
+        await authenticator(lacking, frozenset({"piigate/detokenize"}), "cognito").identify(
+            (("authorization", "Bearer t"),))
+    assert caught.value.metadata["missing_scope"] == "piigate/detokenize"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from piigate.caller import Caller
+from piigate.claims import claim_values, granted_scopes
 from piigate.config import Disposition, Profile
 from piigate.errors import (
     AudienceNotAccepted,
@@ -18,8 +19,7 @@ from piigate.errors import (
     ReasonNotAllowed,
     ScopeMissing,
 )
-from piigate.policy import DisclosureRequest, ProfileIndex, decide, granted_scopes
-from piigate.verification import VerifiedToken
+from piigate.policy import DisclosureRequest, ProfileIndex, decide
 
 SUPPORT = Profile(
     name="support", callers=frozenset({"support-tool"}), audiences=frozenset({"support-ui"}),
@@ -27,13 +27,13 @@ SUPPORT = Profile(
     reasons=frozenset({"AccountManagement", "Other"}), default_reason="AccountManagement",
     collection="users",
     fields=MappingProxyType({"user_id": "redact", "ssn": "mask", "email": "mask"}),
-    vault_api_key="k",
+    vault_api_key="k", one_time_tokens=False,
 )
 
 
-def subject(aud: Any = "support-ui") -> VerifiedToken:
-    claims = {"iss": "https://idp/", "sub": "u1", "aud": aud, "exp": 2.0, "iat": 1.0}
-    return VerifiedToken("dev", {}, MappingProxyType(claims), 2.0)
+def subject(aud: Any = "support-ui") -> frozenset[str]:
+    """The audiences a subject token with this `aud` claim presents."""
+    return claim_values({"aud": aud}, ("aud",))
 
 
 def ask(

@@ -14,7 +14,7 @@ def plan(fields: dict[str, Disposition]) -> Plan:
         name="p", callers=frozenset({"c"}), audiences=frozenset({"a"}),
         required_scopes=frozenset(), reasons=frozenset({"AppFunctionality"}),
         default_reason="AppFunctionality", collection="users",
-        fields=MappingProxyType(fields), vault_api_key="k",
+        fields=MappingProxyType(fields), vault_api_key="k", one_time_tokens=False,
     )
     return Plan(profile, "AppFunctionality", None, tuple(fields.items()))
 

@@ -1,0 +1,127 @@
+"""The `[[issuers]]` tables: which identity providers' tokens piigate trusts, and how.
+
+`kind` picks a preset (piigate.presets) whose defaults any key in the table overrides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, get_args
+
+from piigate.config.model import (
+    ASYMMETRIC_ALGORITHMS,
+    DEFAULT_PII_TOKEN_CLAIM,
+    IssuerConfig,
+    JwksConfig,
+)
+from piigate.config.reader import Reader, http_url, non_empty, positive
+from piigate.presets import PRESETS, IssuerKind, jwks_uri_for
+
+TYP_RULES = ("at+jwt", "any", "keycloak", "cognito")
+KINDS: tuple[str, ...] = get_args(IssuerKind)
+_KEYS = {
+    "name", "kind", "issuer", "jwks_uri", "discovery", "algorithms", "typ", "leeway_s",
+    "max_lifetime_s", "max_age_s", "pii_token_claim", "client_id_claims", "scope_claims",
+    "audience_claims", "jwks_default_ttl_s", "jwks_min_ttl_s", "jwks_max_ttl_s",
+    "jwks_stale_if_error_s", "jwks_unknown_kid_cooldown_s", "jwks_timeout_ms",
+}  # fmt: skip
+
+
+def read_issuers(r: Reader, data: Mapping[str, Any]) -> tuple[IssuerConfig, ...]:
+    raw = data.get("issuers")
+    if not isinstance(raw, list) or not raw:
+        r.problem("issuers", "at least one [[issuers]] table is required")
+        return ()
+    issuers: list[IssuerConfig] = []
+    for i, table in enumerate(raw):
+        path = f"issuers[{i}]"
+        if not isinstance(table, dict):
+            r.problem(path, "must be a table")
+            continue
+        issuer = _read_issuer(r, table, path)
+        if issuer is not None:
+            issuers.append(issuer)
+    for attribute, what in (("name", "issuer name"), ("issuer", "issuer")):
+        values = [getattr(i, attribute) for i in issuers]
+        for value in sorted({v for v in values if values.count(v) > 1}):
+            r.problem("issuers", f"{what} {value!r} is configured twice")
+    return tuple(issuers)
+
+
+def _read_issuer(r: Reader, t: Mapping[str, Any], p: str) -> IssuerConfig | None:
+    r.unknown_keys(t, _KEYS, p)
+    kind = r.get(t, "kind", p, str, "generic")
+    if kind not in KINDS:
+        r.problem(f"{p}.kind", f"must be one of {', '.join(KINDS)}")
+        return None
+    preset = PRESETS[kind]  # type: ignore[index]  # checked above
+    issuer = r.get(t, "issuer", p, str, None, non_empty) or ""
+    if preset.issuer_trailing_slash and issuer and not issuer.endswith("/"):
+        r.problem(f"{p}.issuer", f"{kind} issuers end with '/': use {issuer + '/'!r}, exactly "
+                  "as the tokens' iss claim")
+    return IssuerConfig(
+        name=r.get(t, "name", p, str, None, non_empty),
+        kind=kind,  # type: ignore[arg-type]
+        issuer=issuer,
+        jwks_uri=_jwks_uri(r, t, p, kind, issuer),  # type: ignore[arg-type]
+        algorithms=_algorithms(r, t, p),
+        typ=_choice(r, t, "typ", p, preset.typ, TYP_RULES),  # type: ignore[arg-type]
+        leeway_s=r.get(t, "leeway_s", p, int, 30, lambda v: None if 0 <= v <= 60
+                       else "must be between 0 and 60 seconds"),
+        max_lifetime_s=r.get(t, "max_lifetime_s", p, int, 86400, positive),
+        max_age_s=r.get(t, "max_age_s", p, int, None, positive) if "max_age_s" in t else None,
+        pii_token_claim=r.get(t, "pii_token_claim", p, str, DEFAULT_PII_TOKEN_CLAIM, non_empty),
+        client_id_claims=r.strings(t, "client_id_claims", p, preset.client_id_claims),
+        scope_claims=r.strings(t, "scope_claims", p, preset.scope_claims),
+        audience_claims=r.strings(t, "audience_claims", p, preset.audience_claims),
+        caller_audience_in_token=preset.caller_audience_in_token,
+        jwks=_jwks(r, t, p),
+    )
+
+
+def _jwks_uri(r: Reader, t: Mapping[str, Any], p: str, kind: IssuerKind, issuer: str) -> str | None:
+    discovery = r.get(t, "discovery", p, bool, False)
+    if discovery and "jwks_uri" in t:
+        r.problem(f"{p}.discovery", "give jwks_uri or discovery = true, not both")
+    if discovery:
+        return None  # discovered at start-up from the issuer's openid-configuration
+    if "jwks_uri" in t:
+        return r.get(t, "jwks_uri", p, str, None, http_url)
+    derived = jwks_uri_for(kind, issuer) if issuer else None
+    if derived is None:
+        r.problem(f"{p}.jwks_uri", f"is required for kind {kind} (or set discovery = true)")
+    elif message := http_url(derived):
+        r.problem(f"{p}.issuer", f"the {kind} JWKS location {derived!r} {message}")
+    return derived
+
+
+def _algorithms(r: Reader, t: Mapping[str, Any], p: str) -> tuple[str, ...]:
+    algorithms = r.strings(t, "algorithms", p, ("RS256",))
+    for alg in algorithms:
+        if alg not in ASYMMETRIC_ALGORITHMS:
+            r.problem(f"{p}.algorithms", f"{alg!r} is not allowed; use one of "
+                      f"{', '.join(ASYMMETRIC_ALGORITHMS)} (no 'none', no HMAC)")
+    return algorithms
+
+
+def _choice(r: Reader, t: Mapping[str, Any], key: str, p: str, default: str,
+            allowed: tuple[str, ...]) -> str:
+    value = r.get(t, key, p, str, default)
+    if value not in allowed:
+        r.problem(f"{p}.{key}", f"must be one of {', '.join(allowed)}")
+    return value
+
+
+def _jwks(r: Reader, t: Mapping[str, Any], p: str) -> JwksConfig:
+    config = JwksConfig(
+        default_ttl_s=r.get(t, "jwks_default_ttl_s", p, float, 600.0, positive),
+        min_ttl_s=r.get(t, "jwks_min_ttl_s", p, float, 60.0, positive),
+        max_ttl_s=r.get(t, "jwks_max_ttl_s", p, float, 86400.0, positive),
+        stale_if_error_s=r.get(t, "jwks_stale_if_error_s", p, float, 3600.0,
+                               lambda v: None if v >= 0 else "must be 0 or more"),
+        unknown_kid_cooldown_s=r.get(t, "jwks_unknown_kid_cooldown_s", p, float, 30.0, positive),
+        timeout_s=r.get(t, "jwks_timeout_ms", p, int, 3000, positive) / 1000,
+    )
+    if config.min_ttl_s > config.max_ttl_s:
+        r.problem(f"{p}.jwks_min_ttl_s", "must not exceed jwks_max_ttl_s")
+    return config

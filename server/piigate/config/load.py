@@ -1,0 +1,144 @@
+"""Reading the whole file: the small sections, then issuers and profiles, then the
+checks that span sections."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from piigate.addresses import ListenAddress, parse_listen
+from piigate.config.issuers import read_issuers
+from piigate.config.model import (
+    AuditConfig,
+    CallerConfig,
+    ConfigError,
+    GatewayConfig,
+    IssuerConfig,
+    ServerConfig,
+    TlsConfig,
+    VaultConfig,
+)
+from piigate.config.profiles import read_profiles
+from piigate.config.reader import Reader, http_url, non_empty, positive
+
+_SERVER_KEYS = {
+    "listen", "request_timeout_ms", "max_request_bytes", "max_metadata_bytes",
+    "max_concurrent_rpcs", "shutdown_grace_s", "tls_cert_file", "tls_key_file",
+    "metrics_listen",
+}  # fmt: skip
+
+
+def parse_config(
+    data: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
+) -> GatewayConfig:
+    """Validate parsed TOML into a frozen GatewayConfig, or raise ConfigError listing
+    every problem."""
+    r = Reader(environ, base_dir)
+    r.unknown_keys(data, {"server", "caller", "vault", "audit", "issuers", "profiles"}, "")
+    server = _read_server(r, data)
+    issuers = read_issuers(r, data)
+    caller = _read_caller(r, data, issuers)
+    vault = _read_vault(r, data)
+    audit = _read_audit(r, data)
+    profiles = read_profiles(r, data)
+    if r.problems:
+        raise ConfigError(r.problems)
+    return GatewayConfig(server, caller, vault, audit, issuers, profiles)
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and validate the TOML file at `path` (relative paths in it are relative to it)."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    return parse_config(data, os.environ if environ is None else environ, path.parent)
+
+
+def _listen(r: Reader, t: Mapping[str, Any], key: str, default: str | None) -> ListenAddress | None:
+    text = r.get(t, key, "server", str, default)
+    if text is None:
+        return None
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        r.problem(f"server.{key}", str(exc))
+        return None
+
+
+def _read_server(r: Reader, data: Mapping[str, Any]) -> ServerConfig:
+    t = r.table(data, "server", "server")
+    r.unknown_keys(t, _SERVER_KEYS, "server")
+    tls: TlsConfig | None = None
+    if "tls_cert_file" in t or "tls_key_file" in t:
+        cert = r.get(t, "tls_cert_file", "server", str)
+        key = r.get(t, "tls_key_file", "server", str)
+        if cert and key:
+            tls = TlsConfig(r.base_dir / cert, r.base_dir / key)
+            for name, file in (("tls_cert_file", tls.cert_file), ("tls_key_file", tls.key_file)):
+                if not file.is_file():
+                    r.problem(f"server.{name}", f"{file} does not exist")
+    return ServerConfig(
+        listen=_listen(r, t, "listen", "127.0.0.1:50051") or ListenAddress("127.0.0.1", 0),
+        tls=tls,
+        request_timeout_s=r.get(t, "request_timeout_ms", "server", int, 3000, positive) / 1000,
+        max_request_bytes=r.get(t, "max_request_bytes", "server", int, 64 * 1024, positive),
+        max_metadata_bytes=r.get(t, "max_metadata_bytes", "server", int, 8 * 1024, positive),
+        max_concurrent_rpcs=r.get(t, "max_concurrent_rpcs", "server", int, 1024, positive),
+        shutdown_grace_s=r.get(t, "shutdown_grace_s", "server", float, 10.0, positive),
+        metrics_listen=_listen(r, t, "metrics_listen", None) if "metrics_listen" in t else None,
+    )
+
+
+def _read_caller(
+    r: Reader, data: Mapping[str, Any], issuers: tuple[IssuerConfig, ...]
+) -> CallerConfig:
+    c = r.table(data, "caller", "caller")
+    r.unknown_keys(c, {"audience", "issuers", "required_scopes"}, "caller")
+    caller = CallerConfig(
+        audience=r.get(c, "audience", "caller", str, "piigate", non_empty),
+        issuers=r.strings(c, "issuers", "caller", tuple(i.name for i in issuers)),
+        required_scopes=frozenset(r.strings(c, "required_scopes", "caller", ())),
+    )
+    by_name = {i.name: i for i in issuers}
+    for name in caller.issuers:
+        issuer = by_name.get(name)
+        if issuer is None:
+            r.problem("caller.issuers", f"{name!r} is not the name of a configured issuer")
+        elif not issuer.caller_audience_in_token and not caller.required_scopes:
+            # Such tokens (Cognito client credentials) name no audience, so nothing would
+            # tie a caller credential to piigate; a required scope does.
+            r.problem("caller.required_scopes", f"issuer {name!r} ({issuer.kind}) puts no "
+                      "audience in client-credentials tokens: require a scope that only "
+                      "piigate's callers are granted")
+    return caller
+
+
+def _read_vault(r: Reader, data: Mapping[str, Any]) -> VaultConfig:
+    v = r.table(data, "vault", "vault")
+    r.unknown_keys(v, {"url", "timeout_ms", "max_connections", "max_response_bytes"}, "vault")
+    return VaultConfig(
+        url=(r.get(v, "url", "vault", str, None, http_url) or "").rstrip("/"),
+        timeout_s=r.get(v, "timeout_ms", "vault", int, 2000, positive) / 1000,
+        max_connections=r.get(v, "max_connections", "vault", int, 64, positive),
+        max_response_bytes=r.get(v, "max_response_bytes", "vault", int, 1024 * 1024, positive),
+    )
+
+
+def _read_audit(r: Reader, data: Mapping[str, Any]) -> AuditConfig:
+    a = r.table(data, "audit", "audit")
+    r.unknown_keys(a, {"sink", "path", "fsync"}, "audit")
+    sink = r.get(a, "sink", "audit", str, "stdout")
+    path: Path | None = None
+    if sink == "file":
+        path_text = r.get(a, "path", "audit", str)
+        path = r.base_dir / path_text if path_text else None
+    elif sink != "stdout":
+        r.problem("audit.sink", "must be stdout or file")
+    fsync = r.get(a, "fsync", "audit", bool, False)
+    return AuditConfig(sink=sink, path=path, fsync=fsync)  # type: ignore[arg-type]

@@ -1,0 +1,133 @@
+"""The validated, frozen configuration the rest of piigate is built from."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from piigate.addresses import ListenAddress
+from piigate.piiano import REASONS
+from piigate.presets import IssuerKind, TypRuleName
+
+Disposition = Literal["raw", "mask", "redact"]
+TypRule = TypRuleName
+
+PIIANO_REASONS = REASONS
+ASYMMETRIC_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+)  # fmt: skip
+DEFAULT_PII_TOKEN_CLAIM = "https://example.com/pii_token"  # noqa: S105 - a claim name
+# Property names as Piiano allows them; also what callers may name in `fields`.
+PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists every `key.path: message`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    cert_file: Path  # PEM certificate chain
+    key_file: Path  # PEM private key
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: ListenAddress
+    tls: TlsConfig | None
+    request_timeout_s: float  # budget when the caller sets no deadline, and the cap when it does
+    max_request_bytes: int
+    max_metadata_bytes: int
+    max_concurrent_rpcs: int
+    shutdown_grace_s: float
+    metrics_listen: ListenAddress | None  # Prometheus text on http://HOST:PORT/metrics
+
+
+@dataclass(frozen=True, slots=True)
+class CallerConfig:
+    audience: str  # caller credentials must be issued for piigate itself
+    issuers: tuple[str, ...]  # names of issuers trusted to mint caller credentials
+    required_scopes: frozenset[str]  # scopes every caller credential must carry
+
+
+@dataclass(frozen=True, slots=True)
+class VaultConfig:
+    url: str
+    timeout_s: float
+    max_connections: int
+    max_response_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    sink: Literal["stdout", "file"]
+    path: Path | None
+    fsync: bool  # fsync every event before PII is returned (durable, slower)
+
+
+@dataclass(frozen=True, slots=True)
+class JwksConfig:
+    """How one issuer's keys are fetched and cached (see piigate.jwks)."""
+
+    default_ttl_s: float
+    min_ttl_s: float
+    max_ttl_s: float
+    stale_if_error_s: float  # keep serving the last good set this long after it expires
+    unknown_kid_cooldown_s: float
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerConfig:
+    name: str
+    kind: IssuerKind
+    issuer: str
+    jwks_uri: str | None  # None: discovered from the issuer's openid-configuration
+    algorithms: tuple[str, ...]
+    typ: TypRule
+    leeway_s: int
+    max_lifetime_s: int | None
+    max_age_s: int | None
+    pii_token_claim: str
+    client_id_claims: tuple[str, ...]
+    scope_claims: tuple[str, ...]
+    audience_claims: tuple[str, ...]
+    caller_audience_in_token: bool
+    jwks: JwksConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A service profile: who may call, on which users' tokens, for what, and how each
+    vault property is disclosed. Properties not listed are never returned."""
+
+    name: str
+    callers: frozenset[str]
+    audiences: frozenset[str]
+    required_scopes: frozenset[str]
+    reasons: frozenset[str]
+    default_reason: str
+    collection: str
+    fields: Mapping[str, Disposition]  # in the order the profile lists them
+    vault_api_key: str  # resolved from the environment variable or file the config names
+    one_time_tokens: bool  # refuse a subject token whose jti was seen before
+
+    def __repr__(self) -> str:  # never print the key
+        return f"Profile(name={self.name!r}, collection={self.collection!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    server: ServerConfig
+    caller: CallerConfig
+    vault: VaultConfig
+    audit: AuditConfig
+    issuers: tuple[IssuerConfig, ...]
+    profiles: tuple[Profile, ...]
