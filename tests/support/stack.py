@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import tomllib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,8 @@ async def running_stack(
     gateway_overrides: Mapping[str, Any] | None = None,
     vault_url: str | None = None,
     people: Sequence[tuple[str, Mapping[str, str]]] = demo.PEOPLE,
+    extra_issuers: Sequence[Mapping[str, Any]] = (),
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Stack]:
     """Start vault, issuer and gateway with `people` migrated; `vault_url` points the
     gateway elsewhere (faults); `gateway_overrides` merge into the gateway's config."""
@@ -99,7 +102,7 @@ async def running_stack(
         issuer_config = parse_issuer_config(
             tomllib.loads(demo.issuer_config(secrets)), Path("."), {}
         )
-        issuer = await stack.enter_async_context(running_dev_issuer(issuer_config))
+        issuer = await stack.enter_async_context(running_dev_issuer(issuer_config, clock))
 
         users: dict[str, MigratedUser] = {}
         async with aiohttp.ClientSession() as http:
@@ -115,13 +118,16 @@ async def running_stack(
             demo.gateway_config(issuer.issuer, vault_url or vault.base_url, Path("audit.jsonl"))
         )
         data["audit"] = {"sink": "stdout"}  # replaced by the in-memory sink below
+        data["issuers"] += [dict(i) for i in extra_issuers]
+        data["caller"]["issuers"] = ["dev"]  # extra issuers mint subject tokens only
         for section, values in (gateway_overrides or {}).items():
             data[section] = _merge(data.get(section, {}), values)
         environ = {env: getattr(secrets, attr) for env, attr in VAULT_KEY_ENV.items()}
         config = parse_config(data, environ, Path("."))
         audit_stream = io.StringIO()
         gateway = await start_gateway(
-            config, listen=ListenAddress("127.0.0.1", 0), audit=JsonLinesSink(audit_stream)
+            config, listen=ListenAddress("127.0.0.1", 0), audit=JsonLinesSink(audit_stream),
+            clock=clock,
         )
         running = Stack(secrets, vault, issuer, gateway, config, users, audit_stream)
         try:
