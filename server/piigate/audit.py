@@ -35,6 +35,7 @@ class AuditEvent:
     outcome: str  # allowed | denied | failed
     caller: str | None = None
     caller_issuer: str | None = None
+    caller_peer: str | None = None  # the client certificate's SPIFFE ID or SANs
     subject_iss: str | None = None
     subject_sub: str | None = None
     jti: str | None = None

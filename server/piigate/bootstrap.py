@@ -30,6 +30,7 @@ from piigate.policy import ProfileIndex
 from piigate.readiness import IssuerReadiness
 from piigate.replay import ReplayGuard
 from piigate.service import DetokenizationService
+from piigate.tls import ReloadingServerCredentials, TlsFiles
 from piigate.tokens import TokenVerifier
 from piigate.vault import VaultClient
 from piigate.verification import IssuerPolicy, TypRule
@@ -192,8 +193,11 @@ def _add_port(server: grpc.aio.Server, config: GatewayConfig, listen: ListenAddr
     if tls is None:
         port: int = server.add_insecure_port(address)
         return port
-    credentials = grpc.ssl_server_credentials(
-        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())]
+    # The real clock: certificate validity is checked against the wall clock, not a
+    # test's fake one.
+    credentials = ReloadingServerCredentials(
+        TlsFiles(tls.cert_file, tls.key_file, tls.client_ca_file),
+        require_client_auth=tls.require_client_auth,
     )
-    port = server.add_secure_port(address, credentials)
+    port = server.add_secure_port(address, credentials.credentials)
     return port

@@ -1,10 +1,15 @@
 """Stage 1: who is calling.
 
-The calling service proves itself with its own OAuth client-credentials access token in
-the `authorization: Bearer ...` metadata. It is verified like any token, must be issued
-for piigate's own audience by an issuer trusted for callers, and the caller's identity
-is its client id (`azp`, `client_id` or `cid`, whichever the issuer's config names
-first). Client-certificate identity (mTLS) slots in as another `CallerAuthenticator`.
+A calling service proves itself in one or both of two ways:
+
+- its own OAuth client-credentials access token in the `authorization: Bearer ...`
+  metadata, verified like any token, issued for piigate's own audience by an issuer
+  trusted for callers; its identity is its client id (`azp`, `client_id` or `cid`,
+  whichever the issuer's config names first);
+- a client certificate verified by mutual TLS; its identity is the leaf's exact SPIFFE
+  ID or SANs (`piigate.peer`).
+
+Which of them a caller must present is the profile's business (stage 2).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from piigate.errors import (
     TokenIssuerUnknown,
     TokenRejected,
 )
+from piigate.peer import PeerIdentity
 from piigate.tokens import TokenVerifier
 from piigate.verification import VerifiedToken
 
@@ -30,22 +36,29 @@ CALLER_ROLE = "caller"
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The authenticated calling service."""
+    """The authenticated calling service: its client id (when it sent a bearer token)
+    and its certificate identity (when it connected with mutual TLS)."""
 
-    client_id: str
-    issuer_name: str
+    client_id: str | None
+    issuer_name: str | None
+    peer: PeerIdentity | None = None
 
 
 class CallerAuthenticator(Protocol):
     """Identifies the calling service from the call's metadata."""
 
-    async def identify(self, metadata: Sequence[tuple[str, str | bytes]]) -> Caller: ...
+    async def identify(
+        self, metadata: Sequence[tuple[str, str | bytes]], peer: PeerIdentity | None
+    ) -> Caller: ...
 
 
-def bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str:
-    """The token of the single `authorization: Bearer` entry; several entries are refused
-    so a proxy cannot smuggle a second credential past the first."""
+def bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
+    """The token of the single `authorization: Bearer` entry, or None when there is no
+    `authorization` entry; several entries are refused so a proxy cannot smuggle a second
+    credential past the first."""
     values = [v for k, v in metadata if k == "authorization"]
+    if not values:
+        return None
     if len(values) != 1 or not isinstance(values[0], str):
         raise CallerCredentialMissing()
     scheme, _, token = values[0].partition(" ")
@@ -67,8 +80,14 @@ class BearerCallerAuthenticator:
         self._caller = caller
         self._issuers = {name: issuers[name] for name in caller.issuers}
 
-    async def identify(self, metadata: Sequence[tuple[str, str | bytes]]) -> Caller:
+    async def identify(
+        self, metadata: Sequence[tuple[str, str | bytes]], peer: PeerIdentity | None
+    ) -> Caller:
         token = bearer_token(metadata)
+        if token is None:
+            if peer is None:
+                raise CallerCredentialMissing()
+            return Caller(None, None, peer)
         try:
             verified = await self._verifier.verify(token)
             issuer = self._issuers.get(verified.issuer_name)
@@ -87,7 +106,7 @@ class BearerCallerAuthenticator:
                 raise TokenAudienceInvalid({"missing_scope": " ".join(sorted(missing))})
         except TokenRejected as exc:
             raise exc.for_role(CALLER_ROLE) from exc
-        return Caller(self._client_id(verified, issuer), verified.issuer_name)
+        return Caller(self._client_id(verified, issuer), verified.issuer_name, peer)
 
     @staticmethod
     def _client_id(verified: VerifiedToken, issuer: IssuerConfig) -> str:

@@ -80,6 +80,13 @@ class CallerCredentialMissing(Unauthenticated):
     message = "the caller credential is missing"
 
 
+class CallerPeerMissing(Unauthenticated):
+    """The caller's profile requires a client certificate and none was presented."""
+
+    reason = "CALLER_PEER_MISSING"
+    message = "the caller presented no client certificate"
+
+
 class CallerIdentityMissing(Unauthenticated):
     reason = "CALLER_IDENTITY_MISSING"
     message = "the caller credential names no client"
@@ -191,6 +198,12 @@ class PermissionDenied(GatewayError):
 
 class CallerWithoutProfile(PermissionDenied):
     reason = "CALLER_WITHOUT_PROFILE"
+
+
+class CallerPeerNotAllowed(PermissionDenied):
+    """The client certificate's identity is not among the profile's peers."""
+
+    reason = "CALLER_PEER_NOT_ALLOWED"
 
 
 class AudienceNotAccepted(PermissionDenied):

@@ -23,6 +23,7 @@ from piigate.claims import claim_values, granted_scopes
 from piigate.config import IssuerConfig
 from piigate.errors import GatewayError, TokenClaimMissing, VaultTokenNotFound
 from piigate.metrics import Metrics
+from piigate.peer import PeerIdentity
 from piigate.pii_claim import pii_token_id
 from piigate.policy import DisclosureRequest, Plan, ProfileIndex, decide
 from piigate.replay import ReplayGuard
@@ -118,10 +119,13 @@ class DetokenizationPipeline:
         subject_token: str,
         request: DisclosureRequest,
         time_remaining_s: float | None,
+        peer: PeerIdentity | None = None,
     ) -> Disclosure:
         trail = _Trail(request_id=uuid.uuid4().hex, started=self._clock())
         try:
-            disclosure = await self._run(trail, metadata, subject_token, request, time_remaining_s)
+            disclosure = await self._run(
+                trail, metadata, peer, subject_token, request, time_remaining_s
+            )
         except GatewayError as exc:
             outcome = "denied" if exc.code in _DENIED_CODES else "failed"
             await self._record(trail.event(outcome, exc.reason))
@@ -143,12 +147,15 @@ class DetokenizationPipeline:
         self,
         trail: _Trail,
         metadata: Sequence[tuple[str, str | bytes]],
+        peer: PeerIdentity | None,
         subject_token: str,
         request: DisclosureRequest,
         time_remaining_s: float | None,
     ) -> Disclosure:
-        caller = await self._callers.identify(metadata)
+        caller = await self._callers.identify(metadata, peer)
         trail.facts.update(caller=caller.client_id, caller_issuer=caller.issuer_name)
+        if peer is not None:
+            trail.facts["caller_peer"] = peer.spiffe_id or ",".join(peer.uri_sans + peer.dns_sans)
         profile = self._profiles.select(caller)
         trail.facts["profile"] = profile.name
 

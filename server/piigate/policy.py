@@ -16,6 +16,8 @@ from piigate.caller import Caller
 from piigate.config import PIIANO_REASONS, PROPERTY_NAME, Disposition, Profile
 from piigate.errors import (
     AudienceNotAccepted,
+    CallerPeerMissing,
+    CallerPeerNotAllowed,
     CallerWithoutProfile,
     FieldNameInvalid,
     FieldNotAllowed,
@@ -23,6 +25,7 @@ from piigate.errors import (
     ReasonNotAllowed,
     ScopeMissing,
 )
+from piigate.peer import matches
 
 MAX_ADHOC_REASON = 256
 # Free-text purpose goes to the vault and the audit trail: printable text only, so it
@@ -63,16 +66,34 @@ class Plan:
 
 
 class ProfileIndex:
-    """Profiles by caller id; built once from config."""
+    """The one profile of each caller; built once from config.
+
+    A profile names its callers by client id, by mTLS identity, or both; with both, both
+    must match, so a stolen bearer token is useless without the workload's certificate.
+    A caller without a bearer token can use only a profile that names no client ids.
+    """
 
     def __init__(self, profiles: Iterable[Profile]) -> None:
-        self._by_caller = {caller: p for p in profiles for caller in p.callers}
+        profiles = tuple(profiles)
+        self._by_client = {client: p for p in profiles for client in p.callers}
+        self._peer_only = tuple(p for p in profiles if not p.callers)
 
     def select(self, caller: Caller) -> Profile:
-        profile = self._by_caller.get(caller.client_id)
-        if profile is None:
-            raise CallerWithoutProfile()
-        return profile
+        if caller.client_id is not None:
+            profile = self._by_client.get(caller.client_id)
+            if profile is None:
+                raise CallerWithoutProfile()
+            if profile.peers:
+                if caller.peer is None:
+                    raise CallerPeerMissing()
+                if not any(matches(caller.peer, s) for s in profile.peers):
+                    raise CallerPeerNotAllowed({"profile": profile.name})
+            return profile
+        if caller.peer is not None:
+            for profile in self._peer_only:
+                if any(matches(caller.peer, s) for s in profile.peers):
+                    return profile
+        raise CallerWithoutProfile()
 
 
 def decide(

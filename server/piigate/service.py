@@ -8,6 +8,7 @@ from __future__ import annotations
 import grpc
 
 from piigate.boundary import guarded
+from piigate.peer import peer_identity
 from piigate.pipeline import DetokenizationPipeline, Disclosure
 from piigate.policy import DisclosureRequest
 from piigate_client.v1 import detokenization_pb2 as pb
@@ -38,9 +39,9 @@ class DetokenizationService(pb_grpc.DetokenizationServiceServicer):
             metadata=tuple(context.invocation_metadata() or ()),
             subject_token=request.subject_token,
             request=_disclosure_request(request),
-            time_remaining_s=remaining
-            if remaining is not None and remaining < NO_DEADLINE_S
+            time_remaining_s=remaining if remaining is not None and remaining < NO_DEADLINE_S
             else None,
+            peer=peer_identity(context.auth_context()),
         )
         return _response(disclosure)
 

@@ -27,7 +27,7 @@ from piigate.config.reader import Reader, http_url, non_empty, positive
 _SERVER_KEYS = {
     "listen", "request_timeout_ms", "max_request_bytes", "max_metadata_bytes",
     "max_concurrent_rpcs", "shutdown_grace_s", "tls_cert_file", "tls_key_file",
-    "metrics_listen",
+    "metrics_listen", "tls_client_ca_file", "tls_require_client_auth",
 }  # fmt: skip
 
 
@@ -44,6 +44,11 @@ def parse_config(
     vault = _read_vault(r, data)
     audit = _read_audit(r, data)
     profiles = read_profiles(r, data)
+    mtls = server.tls is not None and server.tls.require_client_auth
+    for profile in profiles:
+        if profile.peers and not mtls:
+            r.problem(f"profiles.{profile.name}.peers", "needs server.tls_client_ca_file "
+                      "(client certificates are only verified with mutual TLS)")
     if r.problems:
         raise ConfigError(r.problems)
     return GatewayConfig(server, caller, vault, audit, issuers, profiles)
@@ -74,18 +79,9 @@ def _listen(r: Reader, t: Mapping[str, Any], key: str, default: str | None) -> L
 def _read_server(r: Reader, data: Mapping[str, Any]) -> ServerConfig:
     t = r.table(data, "server", "server")
     r.unknown_keys(t, _SERVER_KEYS, "server")
-    tls: TlsConfig | None = None
-    if "tls_cert_file" in t or "tls_key_file" in t:
-        cert = r.get(t, "tls_cert_file", "server", str)
-        key = r.get(t, "tls_key_file", "server", str)
-        if cert and key:
-            tls = TlsConfig(r.base_dir / cert, r.base_dir / key)
-            for name, file in (("tls_cert_file", tls.cert_file), ("tls_key_file", tls.key_file)):
-                if not file.is_file():
-                    r.problem(f"server.{name}", f"{file} does not exist")
     return ServerConfig(
         listen=_listen(r, t, "listen", "127.0.0.1:50051") or ListenAddress("127.0.0.1", 0),
-        tls=tls,
+        tls=_read_tls(r, t),
         request_timeout_s=r.get(t, "request_timeout_ms", "server", int, 3000, positive) / 1000,
         max_request_bytes=r.get(t, "max_request_bytes", "server", int, 64 * 1024, positive),
         max_metadata_bytes=r.get(t, "max_metadata_bytes", "server", int, 8 * 1024, positive),
@@ -93,6 +89,27 @@ def _read_server(r: Reader, data: Mapping[str, Any]) -> ServerConfig:
         shutdown_grace_s=r.get(t, "shutdown_grace_s", "server", float, 10.0, positive),
         metrics_listen=_listen(r, t, "metrics_listen", None) if "metrics_listen" in t else None,
     )
+
+
+def _read_tls(r: Reader, t: Mapping[str, Any]) -> TlsConfig | None:
+    tls_keys = ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "tls_require_client_auth")
+    if not any(k in t for k in tls_keys):
+        return None
+    cert = r.get(t, "tls_cert_file", "server", str)
+    key = r.get(t, "tls_key_file", "server", str)
+    ca = r.get(t, "tls_client_ca_file", "server", str, "")
+    require = r.get(t, "tls_require_client_auth", "server", bool, bool(ca))
+    if require and not ca:
+        r.problem("server.tls_require_client_auth", "needs tls_client_ca_file to verify against")
+    if not (cert and key):
+        return None
+    tls = TlsConfig(r.base_dir / cert, r.base_dir / key, r.base_dir / ca if ca else None,
+                    require)
+    for name, file in (("tls_cert_file", tls.cert_file), ("tls_key_file", tls.key_file),
+                       ("tls_client_ca_file", tls.client_ca_file)):
+        if file is not None and not file.is_file():
+            r.problem(f"server.{name}", f"{file} does not exist")
+    return tls
 
 
 def _read_caller(

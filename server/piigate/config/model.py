@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from piigate.addresses import ListenAddress
+from piigate.peer import PeerSelector
 from piigate.piiano import REASONS
 from piigate.presets import IssuerKind, TypRuleName
 
@@ -36,6 +37,8 @@ class ConfigError(Exception):
 class TlsConfig:
     cert_file: Path  # PEM certificate chain
     key_file: Path  # PEM private key
+    client_ca_file: Path | None  # trust bundle for client certificates (mTLS)
+    require_client_auth: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +120,8 @@ class Profile:
     collection: str
     fields: Mapping[str, Disposition]  # in the order the profile lists them
     vault_api_key: str  # resolved from the environment variable or file the config names
-    one_time_tokens: bool  # refuse a subject token whose jti was seen before
+    one_time_tokens: bool = False  # refuse a subject token whose jti was seen before
+    peers: tuple[PeerSelector, ...] = ()  # mTLS identities (exact SPIFFE ID / SAN) of callers
 
     def __repr__(self) -> str:  # never print the key
         return f"Profile(name={self.name!r}, collection={self.collection!r})"

@@ -8,10 +8,11 @@ from typing import Any
 
 from piigate.config.model import PIIANO_REASONS, PROPERTY_NAME, Disposition, Profile
 from piigate.config.reader import Reader, non_empty
+from piigate.peer import PeerSelector, SelectorInvalid, parse_selector
 
 _KEYS = {
     "callers", "audiences", "required_scopes", "reasons", "default_reason", "collection",
-    "fields", "vault_api_key_env", "vault_api_key_file", "one_time_tokens",
+    "fields", "vault_api_key_env", "vault_api_key_file", "one_time_tokens", "peers",
 }  # fmt: skip
 
 
@@ -25,9 +26,11 @@ def read_profiles(r: Reader, data: Mapping[str, Any]) -> tuple[Profile, ...]:
             r.problem(path, "must be a table")
             continue
         profile = _read_profile(r, name, table, path)
-        for caller in profile.callers:
+        if not profile.callers and not profile.peers:
+            r.problem(path, "needs callers (client ids), peers (mTLS identities) or both")
+        for caller in [*profile.callers, *(f"{s.kind}:{s.value}" for s in profile.peers)]:
             if caller in claimed:
-                r.problem(f"{path}.callers", f"caller {caller!r} already uses profile "
+                r.problem(path, f"caller {caller!r} already uses profile "
                           f"{claimed[caller]!r}; a caller has exactly one profile")
             claimed[caller] = name
         profiles.append(profile)
@@ -62,7 +65,18 @@ def _read_profile(r: Reader, name: str, t: Mapping[str, Any], p: str) -> Profile
         fields=_fields(r, t, p),
         vault_api_key=r.secret(t, "vault_api_key", p),
         one_time_tokens=r.get(t, "one_time_tokens", p, bool, False),
+        peers=_peers(r, t, p),
     )
+
+
+def _peers(r: Reader, t: Mapping[str, Any], p: str) -> tuple[PeerSelector, ...]:
+    selectors: list[PeerSelector] = []
+    for i, text in enumerate(r.strings(t, "peers", p, ())):
+        try:
+            selectors.append(parse_selector(text))
+        except SelectorInvalid as exc:
+            r.problem(f"{p}.peers[{i}]", str(exc))
+    return tuple(selectors)
 
 
 def _fields(r: Reader, t: Mapping[str, Any], p: str) -> Mapping[str, Disposition]:
