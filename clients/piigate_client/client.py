@@ -2,7 +2,8 @@
 and `AsyncDetokenizationClient` (asyncio).
 
 Every call has a deadline; the caller's own access token comes from a `credential`
-callable on every call (so it can refresh, see `piigate_client.oauth`); failures are
+callable on every call (so it can refresh, see `piigate_client.oauth`), or is left out
+(`credential=None`) for a caller known by its client certificate alone; failures are
 raised as `piigate_client.errors.PiigateError` subclasses carrying piigate's reason.
 """
 
@@ -80,6 +81,12 @@ def _result(response: pb.DetokenizeResponse) -> Detokenized:
     )
 
 
+def _authorization(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The caller's bearer credential as call metadata; none for a caller known only by
+    its client certificate (mutual TLS)."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
 def _channel_options(options: Sequence[tuple[str, int | str]]) -> list[tuple[str, int | str]]:
     return [("grpc.enable_retries", 1), *options]
 
@@ -90,7 +97,7 @@ class DetokenizationClient:
     def __init__(
         self,
         target: str,
-        credential: Callable[[], str],
+        credential: Callable[[], str] | None,
         *,
         channel_credentials: grpc.ChannelCredentials | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -116,7 +123,7 @@ class DetokenizationClient:
     ) -> Detokenized:
         """Exchange the user's access token for the fields this caller's profile allows."""
         request = _request(subject_token, fields, reason, adhoc_reason)
-        metadata = (("authorization", f"Bearer {self._credential()}"),)
+        metadata = _authorization(self._credential() if self._credential else None)
         try:
             response = self._stub.Detokenize(
                 request, timeout=timeout_s or self._timeout_s, metadata=metadata
@@ -144,7 +151,7 @@ class AsyncDetokenizationClient:
     def __init__(
         self,
         target: str,
-        credential: Callable[[], str] | Callable[[], Awaitable[str]],
+        credential: Callable[[], str] | Callable[[], Awaitable[str]] | None,
         *,
         channel_credentials: grpc.ChannelCredentials | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -170,10 +177,10 @@ class AsyncDetokenizationClient:
     ) -> Detokenized:
         """Exchange the user's access token for the fields this caller's profile allows."""
         request = _request(subject_token, fields, reason, adhoc_reason)
-        token = self._credential()
+        token = self._credential() if self._credential else None
         if inspect.isawaitable(token):
             token = await token
-        metadata = (("authorization", f"Bearer {token}"),)
+        metadata = _authorization(token)
         try:
             response = await self._stub.Detokenize(
                 request, timeout=timeout_s or self._timeout_s, metadata=metadata

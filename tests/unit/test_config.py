@@ -134,3 +134,18 @@ def test_default_reason_other_is_refused() -> None:
     data["profiles"]["fhir"]["reasons"] = ["Other", "Analytics"]
     data["profiles"]["fhir"]["default_reason"] = "Other"
     assert any("cannot be Other" in p for p in problems(data))
+
+
+def test_peers_need_mutual_tls_and_valid_selectors() -> None:
+    data = minimal()
+    data["profiles"]["fhir"]["peers"] = ["spiffe://example.org/ns/a/sa/b", "dns:*.internal"]
+    found = problems(data)
+    assert any(p.startswith("profiles.fhir.peers[1]: dns: needs an exact host name") for p in found)
+    assert any(p.startswith("profiles.fhir.peers: needs server.tls_client_ca_file") for p in found)
+
+
+def test_a_profile_needs_callers_or_peers() -> None:
+    data = minimal()
+    del data["profiles"]["fhir"]["callers"]
+    assert "profiles.fhir: needs callers (client ids), peers (mTLS identities) or both" in (
+        problems(data))

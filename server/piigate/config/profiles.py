@@ -56,7 +56,7 @@ def _read_profile(r: Reader, name: str, t: Mapping[str, Any], p: str) -> Profile
         r.problem(f"{p}.default_reason", "cannot be Other: Other needs a per-call adhoc_reason")
     return Profile(
         name=name,
-        callers=frozenset(r.strings(t, "callers", p)),
+        callers=frozenset(r.strings(t, "callers", p, ())),
         audiences=frozenset(audiences),
         required_scopes=frozenset(r.strings(t, "required_scopes", p, ())),
         reasons=frozenset(reasons),
