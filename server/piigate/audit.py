@@ -26,6 +26,7 @@ from piigate.errors import AuditUnavailable
 class FieldDisclosure:
     name: str
     disclosure: str  # raw | masked | redacted
+    note: str | None = None  # why a lesser form than the profile's (e.g. step-up unmet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,10 @@ class AuditEvent:
     def to_json(self) -> str:
         """One compact JSON object; `time` in RFC 3339 UTC with milliseconds."""
         data = {k: v for k, v in asdict(self).items() if v not in (None, ())}
+        if "fields" in data:
+            data["fields"] = [
+                {k: v for k, v in f.items() if v is not None} for f in data["fields"]
+            ]
         data["time"] = datetime.fromtimestamp(self.time, UTC).isoformat(timespec="milliseconds")
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 

@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from piigate.abuse import AbuseGuard
 from piigate.addresses import ListenAddress
 from piigate.audit import AuditSink, JsonLinesSink
 from piigate.caller import BearerCallerAuthenticator
@@ -154,7 +155,7 @@ async def start_gateway(
         limits=Limits(config.server.request_timeout_s, config.vault.timeout_s),
         clock=clock,
         metrics=metrics,
-        replay=ReplayGuard(clock),
+        abuse=AbuseGuard(config.profiles, ReplayGuard(clock)),
     )
 
     server = grpc.aio.server(

@@ -13,11 +13,11 @@ from collections.abc import Awaitable
 from typing import NoReturn, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from piigate.errors import ERROR_DOMAIN, GatewayError
+from piigate.errors import ERROR_DOMAIN, GatewayError, RateLimited
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -30,7 +30,16 @@ def status_of(error: GatewayError) -> grpc.Status:
     )
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+    details = [detail]
+    if isinstance(error, RateLimited):
+        # AIP-193's one-ErrorInfo rule is about ErrorInfo; a RetryInfo beside it tells
+        # well-behaved clients when to come back.
+        delay = max(error.retry_after_s, 0.0)
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
+            seconds=int(delay), nanos=int((delay % 1) * 1e9))))
+        details.append(retry)
+    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
     return rpc_status.to_status(status)
 
 

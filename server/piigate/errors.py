@@ -10,6 +10,7 @@ becomes a bare INTERNAL with no detail.
     ├── Unauthenticated       UNAUTHENTICATED      caller credential or subject token refused
     │   └── TokenRejected     one subclass per failed JWT rule (TOKEN_EXPIRED, ...)
     ├── PermissionDenied      PERMISSION_DENIED    no profile; audience/scope/field/reason refused
+    ├── RateLimited, ...      RESOURCE_EXHAUSTED   abuse limits (with RetryInfo)
     ├── PiiTokenClaim*        FAILED_PRECONDITION  no usable vault token id in the subject token
     ├── VaultTokenNotFound    NOT_FOUND            the vault has no such (live) token
     ├── UpstreamUnavailable   UNAVAILABLE          vault, issuer keys or audit sink unusable now
@@ -222,10 +223,59 @@ class ReasonNotAllowed(PermissionDenied):
     reason = "REASON_NOT_ALLOWED"
 
 
+class LaunchContextMissing(PermissionDenied):
+    """The profile requires a SMART launch `patient` context the token does not carry."""
+
+    reason = "LAUNCH_CONTEXT_MISSING"
+
+
+class StepUpRequired(PermissionDenied):
+    """A field's raw disclosure needs a reason, `acr` or recent `auth_time` this call lacks,
+    and the profile says to refuse rather than fall back; metadata `field` names it."""
+
+    reason = "STEP_UP_REQUIRED"
+
+
+class TokenCarriesDeniedClaim(PermissionDenied):
+    """The subject token carries a claim on the issuer's deny list (raw PII that should
+    live only in the vault); metadata `claim` names the claim, never its value."""
+
+    reason = "TOKEN_CARRIES_DENIED_CLAIM"
+
+
+class TokenBindingMismatch(PermissionDenied):
+    """The vault token is not tagged for this token's user (or does not exist: for a bound
+    profile the two are deliberately indistinguishable)."""
+
+    reason = "TOKEN_BINDING_MISMATCH"
+
+
 class VaultAccessDenied(PermissionDenied):
     """The vault refused the profile's key for this read (its own least-privilege policy)."""
 
     reason = "VAULT_ACCESS_DENIED"
+
+
+# --- RESOURCE_EXHAUSTED -----------------------------------------------------------------
+class RateLimited(GatewayError):
+    """A per-caller or per-subject rate limit; the status also carries a RetryInfo."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RATE_LIMITED"
+    message = "too many requests; retry later"
+
+    def __init__(self, retry_after_s: float, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(metadata)
+        self.retry_after_s = retry_after_s
+
+
+class DistinctSubjectsExceeded(GatewayError):
+    """The caller asked for more different users within the window than its profile
+    allows: bulk harvesting is suspected."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "DISTINCT_SUBJECTS_EXCEEDED"
+    message = "too many different users requested; retry later"
 
 
 # --- FAILED_PRECONDITION / NOT_FOUND ----------------------------------------------------

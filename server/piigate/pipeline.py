@@ -1,6 +1,7 @@
 """The request's path, top to bottom, in the order it travels:
 
-    caller → profile → subject token → pii_token claim → decision → vault → shaping → audit
+    caller → profile → subject token → pii_token claim → decision → abuse limits → vault
+    → shaping → audit
 
 Each stage is its own module; this one only strings them together and keeps the audit
 trail of what each stage learned, so that every outcome, allowed or denied, is written
@@ -17,18 +18,25 @@ from typing import Any
 
 import grpc
 
+from piigate.abuse import AbuseGuard
 from piigate.audit import AuditEvent, AuditSink, FieldDisclosure
+from piigate.binding import binding_tag
 from piigate.caller import CallerAuthenticator
 from piigate.claims import claim_values, granted_scopes
 from piigate.config import IssuerConfig
-from piigate.errors import GatewayError, TokenClaimMissing, VaultTokenNotFound
+from piigate.errors import (
+    DistinctSubjectsExceeded,
+    GatewayError,
+    TokenBindingMismatch,
+    TokenCarriesDeniedClaim,
+    VaultTokenNotFound,
+)
 from piigate.metrics import Metrics
 from piigate.peer import PeerIdentity
 from piigate.pii_claim import pii_token_id
-from piigate.policy import DisclosureRequest, Plan, ProfileIndex, decide
-from piigate.replay import ReplayGuard
+from piigate.policy import DisclosureRequest, Plan, ProfileIndex, SubjectFacts, decide
 from piigate.shaping import DisclosedValue, shape
-from piigate.subject import verify_subject
+from piigate.subject import refuse_denied_claims, verify_subject
 from piigate.tokens import TokenVerifier
 from piigate.vault import DetokenizeQuery, VaultClient, vault_timeout
 
@@ -46,6 +54,14 @@ _DENIED_CODES = frozenset(
 )
 
 
+# Refusals that are events of their own kind in the audit trail (and alerts in a SIEM).
+_EVENTS: dict[type[GatewayError], str] = {
+    TokenCarriesDeniedClaim: "pii_in_token",
+    DistinctSubjectsExceeded: "harvesting_suspected",
+    TokenBindingMismatch: "binding_failure",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Disclosure:
     """The successful outcome of one request."""
@@ -54,6 +70,7 @@ class Disclosure:
     profile: str
     reason: str
     fields: tuple[DisclosedValue, ...]
+    notes: Mapping[str, str]  # field -> why it was disclosed in a lesser form
 
 
 @dataclass(slots=True)
@@ -69,6 +86,7 @@ class _Trail:
         outcome: str,
         error_reason: str | None = None,
         fields: Sequence[FieldDisclosure] = (),
+        event: str | None = None,
     ) -> AuditEvent:
         return AuditEvent(
             time=self.started,
@@ -76,6 +94,7 @@ class _Trail:
             outcome=outcome,
             fields=tuple(fields),
             error_reason=error_reason,
+            event=event or "disclosure",
             **self.facts,
         )
 
@@ -100,7 +119,7 @@ class DetokenizationPipeline:
         limits: Limits,
         clock: Callable[[], float],
         metrics: Metrics,
-        replay: ReplayGuard,
+        abuse: AbuseGuard,
     ) -> None:
         self._callers = callers
         self._profiles = profiles
@@ -111,7 +130,7 @@ class DetokenizationPipeline:
         self._limits = limits
         self._clock = clock
         self._metrics = metrics
-        self._replay = replay
+        self._abuse = abuse
 
     async def detokenize(
         self,
@@ -128,12 +147,13 @@ class DetokenizationPipeline:
             )
         except GatewayError as exc:
             outcome = "denied" if exc.code in _DENIED_CODES else "failed"
-            await self._record(trail.event(outcome, exc.reason))
+            await self._record(trail.event(outcome, exc.reason, event=_EVENTS.get(type(exc))))
             raise
         except Exception:
             await self._record(trail.event("failed", "INTERNAL"))
             raise
-        fields = [FieldDisclosure(f.name, f.disclosure) for f in disclosure.fields]
+        fields = [FieldDisclosure(f.name, f.disclosure, disclosure.notes.get(f.name))
+                  for f in disclosure.fields]
         event = trail.event("allowed", fields=fields)
         try:
             await self._audit.write(event)  # fail closed: no event, no data
@@ -162,25 +182,32 @@ class DetokenizationPipeline:
         subject = await verify_subject(self._verifier, subject_token)
         issuer = self._issuers[subject.issuer_name]
         trail.facts.update(subject_iss=issuer.issuer, subject_sub=subject.subject, jti=subject.jti)
+        refuse_denied_claims(subject.claims, issuer.denied_claims)
         token_id = pii_token_id(subject.claims, issuer.pii_token_claim)
         trail.facts["token_id"] = token_id
 
-        audiences = claim_values(subject.claims, issuer.audience_claims)
-        scopes = granted_scopes(subject.claims, issuer.scope_claims)
-        plan = decide(profile, audiences, scopes, request)
+        facts = SubjectFacts(
+            audiences=claim_values(subject.claims, issuer.audience_claims),
+            scopes=granted_scopes(subject.claims, issuer.scope_claims),
+            claims=subject.claims,
+        )
+        now = self._clock()
+        plan = decide(profile, facts, request, now)
         trail.facts.update(reason=plan.reason, adhoc_reason=plan.adhoc_reason)
-        if profile.one_time_tokens:
-            # Consumed only now, when everything else has passed: a refused call must not
-            # burn the user's token.
-            if subject.jti is None:
-                raise TokenClaimMissing({"claim": "jti", "token_role": "subject"})
-            self._replay.first_use(issuer.issuer, subject.jti, subject.expires_at)
+        self._abuse.admit(profile, caller, subject, now)
 
-        fields = await self._read(plan, token_id, trail.request_id, time_remaining_s)
-        return Disclosure(token_id, profile.name, plan.reason, shape(plan, fields))
+        # For a bound profile the vault itself refuses a token tagged for someone else.
+        tag = binding_tag(issuer.issuer, subject.subject) if profile.bind_tokens else None
+        fields = await self._read(plan, token_id, tag, trail.request_id, time_remaining_s)
+        return Disclosure(token_id, profile.name, plan.reason, shape(plan, fields), plan.notes)
 
     async def _read(
-        self, plan: Plan, token_id: str, request_id: str, time_remaining_s: float | None
+        self,
+        plan: Plan,
+        token_id: str,
+        binding: str | None,
+        request_id: str,
+        time_remaining_s: float | None,
     ) -> Mapping[str, object]:
         props = plan.vault_props
         if not props:
@@ -194,6 +221,7 @@ class DetokenizationPipeline:
             reason=plan.reason,
             adhoc_reason=plan.adhoc_reason,
             api_key=plan.profile.vault_api_key,
+            tags=(binding,) if binding else (),
             # Joins the vault's own audit log with piigate's.
             custom_audit=f"piigate request {request_id}",
         )
@@ -202,7 +230,9 @@ class DetokenizationPipeline:
         )
         found = await self._vault.detokenize(query, timeout)
         if token_id not in found:
-            raise VaultTokenNotFound()
+            # With a binding tag, "no such token" and "another user's token" look the
+            # same on purpose: the vault does not reveal which.
+            raise TokenBindingMismatch() if binding else VaultTokenNotFound()
         return found[token_id]
 
     async def _record(self, event: AuditEvent) -> None:

@@ -8,12 +8,15 @@ reason, fields), so a denied caller learns nothing about what exists.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 from piigate.caller import Caller
-from piigate.config import PIIANO_REASONS, PROPERTY_NAME, Disposition, Profile
+from piigate.config import PIIANO_REASONS, PROPERTY_NAME, Disposition, Profile, StepUp
 from piigate.errors import (
     AudienceNotAccepted,
     CallerPeerMissing,
@@ -21,11 +24,14 @@ from piigate.errors import (
     CallerWithoutProfile,
     FieldNameInvalid,
     FieldNotAllowed,
+    LaunchContextMissing,
     ReasonInvalid,
     ReasonNotAllowed,
     ScopeMissing,
+    StepUpRequired,
 )
 from piigate.peer import matches
+from piigate.smart_scopes import missing_scopes
 
 MAX_ADHOC_REASON = 256
 # Free-text purpose goes to the vault and the audit trail: printable text only, so it
@@ -50,6 +56,8 @@ class Plan:
     reason: str
     adhoc_reason: str | None
     fields: tuple[tuple[str, Disposition], ...]  # profile order
+    # Why a field was disclosed in a lesser form than the profile's (step-up unmet).
+    notes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def vault_props(self) -> tuple[str, ...]:
@@ -96,23 +104,76 @@ class ProfileIndex:
         raise CallerWithoutProfile()
 
 
+@dataclass(frozen=True, slots=True)
+class SubjectFacts:
+    """What the decision needs from the verified subject token, already read through its
+    issuer's claim names."""
+
+    audiences: frozenset[str]
+    scopes: frozenset[str]
+    claims: Mapping[str, Any]
+
+
 def decide(
-    profile: Profile,
-    audiences: frozenset[str],
-    scopes: frozenset[str],
-    request: DisclosureRequest,
+    profile: Profile, subject: SubjectFacts, request: DisclosureRequest, now: float
 ) -> Plan:
-    """Check a request against `profile`, given the subject token's audiences (per its
-    issuer's audience claims) and granted scopes; return the plan or raise."""
-    if not profile.audiences.intersection(audiences):
+    """Check a request against `profile`; return the plan or raise."""
+    if not profile.audiences.intersection(subject.audiences):
         # A support tool must not cash in a token issued for another system.
         raise AudienceNotAccepted({"profile": profile.name})
-    missing = profile.required_scopes - scopes
+    # SMART on FHIR semantics: `patient/*.rs` covers `patient/Patient.rs`, v1 `.read`
+    # covers v2 `.rs`; anything else must be granted verbatim.
+    missing = missing_scopes(subject.scopes, sorted(profile.required_scopes))
     if missing:
-        raise ScopeMissing({"profile": profile.name, "missing": " ".join(sorted(missing))})
+        raise ScopeMissing({"profile": profile.name, "missing": " ".join(missing)})
+    if profile.require_launch_patient and not _non_empty_string(subject.claims.get("patient")):
+        raise LaunchContextMissing({"profile": profile.name})
     reason = _reason(profile, request)
     adhoc = _adhoc_reason(reason, request.adhoc_reason)
-    return Plan(profile, reason, adhoc, _fields(profile, request.fields))
+    fields, notes = _step_up(profile, _fields(profile, request.fields), reason, subject, now)
+    return Plan(profile, reason, adhoc, fields, MappingProxyType(notes))
+
+
+def _non_empty_string(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _step_up(
+    profile: Profile,
+    fields: tuple[tuple[str, Disposition], ...],
+    reason: str,
+    subject: SubjectFacts,
+    now: float,
+) -> tuple[tuple[tuple[str, Disposition], ...], dict[str, str]]:
+    """Apply each raw field's step-up rule; a field whose conditions are unmet falls back
+    to its `otherwise`, and the note says which condition failed."""
+    shaped: list[tuple[str, Disposition]] = []
+    notes: dict[str, str] = {}
+    for name, disposition in fields:
+        rule = profile.step_up.get(name)
+        unmet = _unmet(rule, reason, subject.claims, now) if rule and disposition == "raw" else None
+        if rule is None or unmet is None:
+            shaped.append((name, disposition))
+            continue
+        if rule.otherwise == "refuse":
+            raise StepUpRequired({"profile": profile.name, "field": name, "unmet": unmet})
+        shaped.append((name, rule.otherwise))
+        notes[name] = f"step_up_unmet:{unmet}"
+    return tuple(shaped), notes
+
+
+def _unmet(rule: StepUp, reason: str, claims: Mapping[str, Any], now: float) -> str | None:
+    if rule.reasons and reason not in rule.reasons:
+        return "reason"
+    if rule.acr and claims.get("acr") not in rule.acr:
+        return "acr"
+    if rule.max_auth_age_s is not None:
+        auth_time = claims.get("auth_time")
+        fresh = (isinstance(auth_time, int | float) and not isinstance(auth_time, bool)
+                 and math.isfinite(auth_time) and now - auth_time <= rule.max_auth_age_s)
+        if not fresh:
+            return "auth_time"
+    return None
 
 
 def _reason(profile: Profile, request: DisclosureRequest) -> str:

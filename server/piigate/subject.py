@@ -7,7 +7,10 @@ calling service may cash in.
 
 from __future__ import annotations
 
-from piigate.errors import SubjectTokenMissing, TokenRejected
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from piigate.errors import SubjectTokenMissing, TokenCarriesDeniedClaim, TokenRejected
 from piigate.tokens import TokenVerifier
 from piigate.verification import VerifiedToken
 
@@ -22,3 +25,12 @@ async def verify_subject(verifier: TokenVerifier, subject_token: str) -> Verifie
         return await verifier.verify(subject_token)
     except TokenRejected as exc:
         raise exc.for_role(SUBJECT_ROLE) from exc
+
+
+def refuse_denied_claims(claims: Mapping[str, Any], denied: Sequence[str]) -> None:
+    """Refuse a token that carries raw PII its issuer promised to keep in the vault (an
+    identity provider's deny list, e.g. Auth0's `non_persistent_attrs`, enforced
+    downstream). The error names the claim, never its value."""
+    for name in denied:
+        if name in claims:
+            raise TokenCarriesDeniedClaim({"claim": name})

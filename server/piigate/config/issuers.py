@@ -23,7 +23,7 @@ _KEYS = {
     "name", "kind", "issuer", "jwks_uri", "discovery", "algorithms", "typ", "leeway_s",
     "max_lifetime_s", "max_age_s", "pii_token_claim", "client_id_claims", "scope_claims",
     "audience_claims", "jwks_default_ttl_s", "jwks_min_ttl_s", "jwks_max_ttl_s",
-    "jwks_stale_if_error_s", "jwks_unknown_kid_cooldown_s", "jwks_timeout_ms",
+    "jwks_stale_if_error_s", "jwks_unknown_kid_cooldown_s", "jwks_timeout_ms", "denied_claims",
 }  # fmt: skip
 
 
@@ -76,6 +76,7 @@ def _read_issuer(r: Reader, t: Mapping[str, Any], p: str) -> IssuerConfig | None
         audience_claims=r.strings(t, "audience_claims", p, preset.audience_claims),
         caller_audience_in_token=preset.caller_audience_in_token,
         jwks=_jwks(r, t, p),
+        denied_claims=r.strings(t, "denied_claims", p, ()),
     )
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 from piigate.addresses import ListenAddress
@@ -104,6 +105,32 @@ class IssuerConfig:
     audience_claims: tuple[str, ...]
     caller_audience_in_token: bool
     jwks: JwksConfig
+    # Claims that must never be in this issuer's tokens (raw PII an Action should have
+    # kept in the vault, e.g. "ssn"): a token carrying one is refused and reported.
+    denied_claims: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StepUp:
+    """Conditions for disclosing a field raw; when unmet the field falls back to
+    `otherwise` (masked, redacted, or the whole call refused)."""
+
+    reasons: frozenset[str]  # empty: any of the profile's reasons
+    acr: frozenset[str]  # empty: no acr required; else the token's acr must be one of these
+    max_auth_age_s: int | None  # the token's auth_time must be at most this old
+    otherwise: Literal["mask", "redact", "refuse"]
+
+
+@dataclass(frozen=True, slots=True)
+class AbuseLimits:
+    """Per-profile abuse limits (piigate.ratelimit); None disables a limit."""
+
+    caller_per_s: float | None
+    caller_burst: int
+    subject_per_s: float | None
+    subject_burst: int
+    distinct_subjects: int | None  # per caller within the window: bulk harvesting
+    distinct_window_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +149,10 @@ class Profile:
     vault_api_key: str  # resolved from the environment variable or file the config names
     one_time_tokens: bool = False  # refuse a subject token whose jti was seen before
     peers: tuple[PeerSelector, ...] = ()  # mTLS identities (exact SPIFFE ID / SAN) of callers
+    bind_tokens: bool = False  # the vault token must carry the tag of this token's iss+sub
+    require_launch_patient: bool = False  # SMART: the token must carry a `patient` claim
+    step_up: Mapping[str, StepUp] = field(default_factory=lambda: MappingProxyType({}))
+    limits: AbuseLimits | None = None
 
     def __repr__(self) -> str:  # never print the key
         return f"Profile(name={self.name!r}, collection={self.collection!r})"

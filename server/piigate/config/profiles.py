@@ -6,13 +6,27 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from piigate.config.model import PIIANO_REASONS, PROPERTY_NAME, Disposition, Profile
-from piigate.config.reader import Reader, non_empty
+from piigate.config.model import (
+    PIIANO_REASONS,
+    PROPERTY_NAME,
+    AbuseLimits,
+    Disposition,
+    Profile,
+    StepUp,
+)
+from piigate.config.reader import Reader, non_empty, positive
 from piigate.peer import PeerSelector, SelectorInvalid, parse_selector
+from piigate.smart_scopes import check_required
 
 _KEYS = {
     "callers", "audiences", "required_scopes", "reasons", "default_reason", "collection",
     "fields", "vault_api_key_env", "vault_api_key_file", "one_time_tokens", "peers",
+    "bind_tokens", "require_launch_patient", "step_up", "limits",
+}  # fmt: skip
+_STEP_UP_KEYS = {"reasons", "acr", "max_auth_age_s", "otherwise"}
+_LIMIT_KEYS = {
+    "caller_per_s", "caller_burst", "subject_per_s", "subject_burst", "distinct_subjects",
+    "distinct_window_s",
 }  # fmt: skip
 
 
@@ -54,18 +68,73 @@ def _read_profile(r: Reader, name: str, t: Mapping[str, Any], p: str) -> Profile
         r.problem(f"{p}.default_reason", "must be one of the profile's reasons")
     if default_reason == "Other":
         r.problem(f"{p}.default_reason", "cannot be Other: Other needs a per-call adhoc_reason")
+    required_scopes = r.strings(t, "required_scopes", p, ())
+    for scope in check_required(required_scopes):
+        r.problem(f"{p}.required_scopes", f"{scope!r} is not a valid SMART scope")
+    fields = _fields(r, t, p)
     return Profile(
         name=name,
         callers=frozenset(r.strings(t, "callers", p, ())),
         audiences=frozenset(audiences),
-        required_scopes=frozenset(r.strings(t, "required_scopes", p, ())),
+        required_scopes=frozenset(required_scopes),
         reasons=frozenset(reasons),
         default_reason=default_reason,
         collection=r.get(t, "collection", p, str, None, non_empty),
-        fields=_fields(r, t, p),
+        fields=fields,
         vault_api_key=r.secret(t, "vault_api_key", p),
         one_time_tokens=r.get(t, "one_time_tokens", p, bool, False),
         peers=_peers(r, t, p),
+        bind_tokens=r.get(t, "bind_tokens", p, bool, False),
+        require_launch_patient=r.get(t, "require_launch_patient", p, bool, False),
+        step_up=_step_up(r, t, p, fields, frozenset(reasons)),
+        limits=_limits(r, t, p),
+    )
+
+
+def _step_up(r: Reader, t: Mapping[str, Any], p: str, fields: Mapping[str, Disposition],
+             reasons: frozenset[str]) -> Mapping[str, StepUp]:
+    rules: dict[str, StepUp] = {}
+    for name, table in r.table(t, "step_up", p).items():
+        q = f"{p}.step_up.{name}"
+        if not isinstance(table, dict):
+            r.problem(q, "must be a table")
+            continue
+        r.unknown_keys(table, _STEP_UP_KEYS, q)
+        if fields.get(name) != "raw":
+            r.problem(q, "step-up conditions apply to fields the profile discloses raw")
+        step_reasons = frozenset(r.strings(table, "reasons", q, ()))
+        for reason in sorted(step_reasons - reasons):
+            r.problem(f"{q}.reasons", f"{reason!r} is not one of the profile's reasons")
+        otherwise = r.get(table, "otherwise", q, str, "mask")
+        if otherwise not in ("mask", "redact", "refuse"):
+            r.problem(f"{q}.otherwise", "must be one of mask, redact, refuse")
+        rules[name] = StepUp(
+            reasons=step_reasons,
+            acr=frozenset(r.strings(table, "acr", q, ())),
+            max_auth_age_s=r.get(table, "max_auth_age_s", q, int, None, positive)
+            if "max_auth_age_s" in table else None,
+            otherwise=otherwise,  # type: ignore[arg-type]
+        )
+    return MappingProxyType(rules)
+
+
+def _limits(r: Reader, t: Mapping[str, Any], p: str) -> AbuseLimits | None:
+    if "limits" not in t:
+        return None
+    table = r.table(t, "limits", p)
+    q = f"{p}.limits"
+    r.unknown_keys(table, _LIMIT_KEYS, q)
+
+    def optional(key: str, kind: type[float] | type[int]) -> Any:
+        return r.get(table, key, q, kind, None, positive) if key in table else None
+
+    return AbuseLimits(
+        caller_per_s=optional("caller_per_s", float),
+        caller_burst=r.get(table, "caller_burst", q, int, 20, positive),
+        subject_per_s=optional("subject_per_s", float),
+        subject_burst=r.get(table, "subject_burst", q, int, 5, positive),
+        distinct_subjects=optional("distinct_subjects", int),
+        distinct_window_s=r.get(table, "distinct_window_s", q, float, 3600.0, positive),
     )
 
 
