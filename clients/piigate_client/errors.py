@@ -27,6 +27,7 @@ class PiigateError(Exception):
         self.reason = reason
         self.message = message
         self.metadata: Mapping[str, str] = MappingProxyType(dict(metadata))
+        self.retry_after_s: float | None = None  # from a google.rpc.RetryInfo, if sent
 
 
 class InvalidArgument(PiigateError):
@@ -49,6 +50,10 @@ class FailedPrecondition(PiigateError):
     """The subject token carries no usable vault token (FAILED_PRECONDITION)."""
 
 
+class ResourceExhausted(PiigateError):
+    """A rate limit or abuse cap (RESOURCE_EXHAUSTED); `retry_after_s` says when to retry."""
+
+
 class Unavailable(PiigateError):
     """piigate or one of its dependencies is unavailable; safe to retry (UNAVAILABLE)."""
 
@@ -67,6 +72,7 @@ _BY_CODE: dict[grpc.StatusCode, type[PiigateError]] = {
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
@@ -77,14 +83,18 @@ def error_from_rpc(error: grpc.RpcError) -> PiigateError:
     is the gRPC code's name."""
     code: grpc.StatusCode = error.code()
     message: str = error.details() or ""
-    reason, metadata = code.name, {}
+    reason, metadata, retry_after_s = code.name, {}, None
     status = rpc_status.from_call(error)
-    if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                if info.domain == PIIGATE_DOMAIN:
-                    reason, metadata = info.reason, dict(info.metadata)
-                    break
-    return _BY_CODE.get(code, InternalError)(code, reason, message, metadata)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            if info.domain == PIIGATE_DOMAIN:
+                reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after_s = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
+    failure = _BY_CODE.get(code, InternalError)(code, reason, message, metadata)
+    failure.retry_after_s = retry_after_s
+    return failure

@@ -19,7 +19,8 @@ from grpc_reflection.v1alpha import reflection
 
 from piigate.abuse import AbuseGuard
 from piigate.addresses import ListenAddress
-from piigate.audit import AuditSink, JsonLinesSink
+from piigate.audit import AuditSink
+from piigate.audit_chain import ChainedJsonLinesSink
 from piigate.caller import BearerCallerAuthenticator
 from piigate.config import GatewayConfig, IssuerConfig
 from piigate.discovery import DiscoveredJwks
@@ -144,7 +145,9 @@ async def start_gateway(
     issuers = {i.name: i for i in config.issuers}
     metrics = Metrics()
     metrics.counter("piigate_decisions_total", "Detokenize outcomes by profile and reason")
-    sink = audit or JsonLinesSink.open(config.audit.path, config.audit.fsync)
+    # Hash-chained (`piigate audit verify FILE` finds the first broken link); a trail
+    # whose tail is damaged, or that another process is writing, stops start-up.
+    sink = audit or ChainedJsonLinesSink.open(config.audit.path, config.audit.fsync)
     pipeline = DetokenizationPipeline(
         callers=BearerCallerAuthenticator(verifier, config.caller, issuers),
         profiles=ProfileIndex(config.profiles),

@@ -33,6 +33,7 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from piigate.audit_chain import verify_chain
 from piigate.devissuer.migration import MigratedUser, VaultTarget, migrate_user
 from piigate_client import ClientCredentials, DetokenizationClient, Detokenized, PiigateError
 
@@ -347,6 +348,7 @@ def run_calls(
 
 
 def show_audit(path: Path) -> None:
+    chain = verify_chain(path.read_bytes().splitlines())
     events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     print(f"\nAudit trail: {len(events)} events in {path.name} (no PII values, no tokens)")
     for e in events:
@@ -354,6 +356,8 @@ def show_audit(path: Path) -> None:
         print(f"  {e['outcome']:<8} caller={e.get('caller', '-'):<13} "
               f"profile={e.get('profile', '-'):<14} sub={e.get('subject_sub', '-'):<12} "
               f"{fields or e.get('error_reason', '')}")
+    print(f"  hash chain: {'intact' if chain.ok else 'BROKEN'} ({chain.lines} lines, last "
+          f"{chain.last_hash[:16]}…); check any time with `piigate audit verify FILE`")
 
 
 def main() -> int:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from piigate.addresses import ListenAddress, parse_listen
+from piigate.audit_chain import AuditChainError
 from piigate.config import ConfigError, GatewayConfig, load_config
 
 
@@ -33,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"config: {problem}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(config, args.listen))
+    try:
+        asyncio.run(_serve(config, args.listen))
+    except AuditChainError as exc:
+        print(f"audit: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
