@@ -22,6 +22,7 @@ import aiohttp
 from piigate import demo
 from piigate.addresses import ListenAddress
 from piigate.audit import JsonLinesSink
+from piigate.audit_chain import ChainedJsonLinesSink
 from piigate.bootstrap import RunningGateway, start_gateway
 from piigate.config import GatewayConfig, parse_config
 from piigate.devissuer.claims import UserTokenRequest
@@ -92,6 +93,8 @@ async def running_stack(
     people: Sequence[tuple[str, Mapping[str, str]]] = demo.PEOPLE,
     extra_issuers: Sequence[Mapping[str, Any]] = (),
     clock: Callable[[], float] = time.time,
+    audit_file: Path | None = None,
+    dev_issuer_extra: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     """Start vault, issuer and gateway with `people` migrated; `vault_url` points the
     gateway elsewhere (faults); `gateway_overrides` merge into the gateway's config."""
@@ -118,6 +121,7 @@ async def running_stack(
             demo.gateway_config(issuer.issuer, vault_url or vault.base_url, Path("audit.jsonl"))
         )
         data["audit"] = {"sink": "stdout"}  # replaced by the in-memory sink below
+        data["issuers"][0].update(dev_issuer_extra or {})
         data["issuers"] += [dict(i) for i in extra_issuers]
         data["caller"]["issuers"] = ["dev"]  # extra issuers mint subject tokens only
         for section, values in (gateway_overrides or {}).items():
@@ -125,9 +129,10 @@ async def running_stack(
         environ = {env: getattr(secrets, attr) for env, attr in VAULT_KEY_ENV.items()}
         config = parse_config(data, environ, Path("."))
         audit_stream = io.StringIO()
+        sink = (ChainedJsonLinesSink.open(audit_file, fsync=False) if audit_file
+                else JsonLinesSink(audit_stream))
         gateway = await start_gateway(
-            config, listen=ListenAddress("127.0.0.1", 0), audit=JsonLinesSink(audit_stream),
-            clock=clock,
+            config, listen=ListenAddress("127.0.0.1", 0), audit=sink, clock=clock
         )
         running = Stack(secrets, vault, issuer, gateway, config, users, audit_stream)
         try:
