@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 TARGET = ROOT / "clients" / "piigate_client" / "v1"
 BIN = Path(sys.executable).parent
+WELL_KNOWN = Path(protoc.__file__).parent / "_proto"
 # Import statements only: the descriptor and service names keep the proto package `piigate.v1`.
 IMPORT_LINE = re.compile(r"^(from|import) piigate\.v1\b", re.MULTILINE)
 # Type stubs also name the module in annotations (`piigate.v1.detokenization_pb2.X`).
@@ -31,10 +32,15 @@ STUB_REFERENCE = re.compile(r"\bpiigate\.v1\.(\w+_pb2)\b")
 
 
 def _generate(into: Path) -> None:
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    # Our own protos only: google/rpc/status.proto is there for buf to resolve the import;
+    # its Python module comes from googleapis-common-protos.
+    protos = sorted(
+        str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "piigate").rglob("*.proto")
+    )
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
+        f"-I{WELL_KNOWN}",  # google/protobuf/*.proto, shipped with grpcio-tools
         f"--plugin=protoc-gen-mypy={BIN / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={BIN / 'protoc-gen-mypy_grpc'}",
         f"--python_out={into}",

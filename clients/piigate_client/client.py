@@ -17,7 +17,7 @@ from typing import Self
 
 import grpc
 
-from piigate_client.errors import error_from_rpc
+from piigate_client.errors import PiigateError, error_from_rpc, error_from_status
 from piigate_client.v1 import detokenization_pb2 as pb
 from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
 from piigate_client.wire import DISCLOSURE_NAMES, REASON_NAMES, REASON_NUMBERS, DisclosureName
@@ -68,6 +68,23 @@ def _request(
         reason=REASON_NUMBERS[reason] if reason else pb.REASON_UNSPECIFIED,
         adhoc_reason=adhoc_reason,
     )
+
+
+def _batch_request(
+    subject_tokens: Sequence[str], fields: Sequence[str], reason: str | None, adhoc_reason: str
+) -> pb.BatchDetokenizeRequest:
+    single = _request("", fields, reason, adhoc_reason)
+    return pb.BatchDetokenizeRequest(
+        subject_tokens=list(subject_tokens), fields=single.fields, reason=single.reason,
+        adhoc_reason=single.adhoc_reason,
+    )
+
+
+def _batch_results(response: pb.BatchDetokenizeResponse) -> list[Detokenized | PiigateError]:
+    return [
+        _result(item.response) if item.status.code == 0 else error_from_status(item.status)
+        for item in response.results
+    ]
 
 
 def _result(response: pb.DetokenizeResponse) -> Detokenized:
@@ -132,6 +149,27 @@ class DetokenizationClient:
             raise error_from_rpc(exc) from None
         return _result(response)
 
+    def detokenize_many(
+        self,
+        subject_tokens: Sequence[str],
+        *,
+        fields: Sequence[str] = (),
+        reason: str | None = None,
+        adhoc_reason: str = "",
+        timeout_s: float | None = None,
+    ) -> list[Detokenized | PiigateError]:
+        """Many users in one call: a result or a typed error per token, in order. The call
+        itself raises only for the caller's own failure or a malformed batch."""
+        request = _batch_request(subject_tokens, fields, reason, adhoc_reason)
+        metadata = _authorization(self._credential() if self._credential else None)
+        try:
+            response = self._stub.BatchDetokenize(
+                request, timeout=timeout_s or self._timeout_s, metadata=metadata
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return _batch_results(response)
+
     def close(self) -> None:
         self._channel.close()
 
@@ -188,6 +226,29 @@ class AsyncDetokenizationClient:
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
         return _result(response)
+
+    async def detokenize_many(
+        self,
+        subject_tokens: Sequence[str],
+        *,
+        fields: Sequence[str] = (),
+        reason: str | None = None,
+        adhoc_reason: str = "",
+        timeout_s: float | None = None,
+    ) -> list[Detokenized | PiigateError]:
+        """Many users in one call: a result or a typed error per token, in order. The call
+        itself raises only for the caller's own failure or a malformed batch."""
+        request = _batch_request(subject_tokens, fields, reason, adhoc_reason)
+        token = self._credential() if self._credential else None
+        if inspect.isawaitable(token):
+            token = await token
+        try:
+            response = await self._stub.BatchDetokenize(
+                request, timeout=timeout_s or self._timeout_s, metadata=_authorization(token)
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return _batch_results(response)
 
     async def close(self) -> None:
         await self._channel.close()

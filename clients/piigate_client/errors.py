@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 PIIGATE_DOMAIN = "piigate"
@@ -82,10 +82,17 @@ def error_from_rpc(error: grpc.RpcError) -> PiigateError:
     """Translate a failed call; without an ErrorInfo (e.g. a transport failure) the reason
     is the gRPC code's name."""
     code: grpc.StatusCode = error.code()
-    message: str = error.details() or ""
-    reason, metadata, retry_after_s = code.name, {}, None
     status = rpc_status.from_call(error)
-    for detail in status.details if status is not None else ():
+    if status is None:
+        return _BY_CODE.get(code, InternalError)(code, code.name, error.details() or "", {})
+    return error_from_status(status)
+
+
+def error_from_status(status: status_pb2.Status) -> PiigateError:
+    """Translate a `google.rpc.Status` (a failed call's, or one BatchDetokenize item's)."""
+    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    reason, metadata, retry_after_s = code.name, {}, None
+    for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
@@ -95,6 +102,9 @@ def error_from_rpc(error: grpc.RpcError) -> PiigateError:
             retry = error_details_pb2.RetryInfo()
             detail.Unpack(retry)
             retry_after_s = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
-    failure = _BY_CODE.get(code, InternalError)(code, reason, message, metadata)
+    failure = _BY_CODE.get(code, InternalError)(code, reason, status.message, metadata)
     failure.retry_after_s = retry_after_s
     return failure
+
+
+_CODES = {c.value[0]: c for c in grpc.StatusCode}

@@ -34,6 +34,7 @@ class AuditEvent:
     time: float
     request_id: str
     outcome: str  # allowed | denied | failed
+    batch_id: str | None = None  # set on every item of a BatchDetokenize call
     caller: str | None = None
     caller_issuer: str | None = None
     caller_peer: str | None = None  # the client certificate's SPIFFE ID or SANs

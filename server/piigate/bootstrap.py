@@ -166,7 +166,7 @@ async def start_gateway(
         maximum_concurrent_rpcs=config.server.max_concurrent_rpcs,
     )
     detokenization_pb2_grpc.add_DetokenizationServiceServicer_to_server(
-        DetokenizationService(pipeline), server
+        DetokenizationService(pipeline, config.server.max_batch_size), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -25,6 +25,12 @@ T = TypeVar("T")
 
 def status_of(error: GatewayError) -> grpc.Status:
     """The rich gRPC status for an expected error."""
+    return rpc_status.to_status(rich_status(error))
+
+
+def rich_status(error: GatewayError) -> status_pb2.Status:
+    """The `google.rpc.Status` for an expected error: its code, its fixed message, exactly
+    one ErrorInfo (and a RetryInfo for rate limits)."""
     info = error_details_pb2.ErrorInfo(
         reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
     )
@@ -39,8 +45,7 @@ def status_of(error: GatewayError) -> grpc.Status:
         retry.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
             seconds=int(delay), nanos=int((delay % 1) * 1e9))))
         details.append(retry)
-    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
-    return rpc_status.to_status(status)
+    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
 
 
 INTERNAL = status_of(GatewayError())

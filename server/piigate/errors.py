@@ -59,6 +59,11 @@ class SubjectTokenMissing(RequestInvalid):
     message = "subject_token is required"
 
 
+class BatchTooLarge(RequestInvalid):
+    reason = "BATCH_TOO_LARGE"
+    message = "the batch holds more subject tokens than allowed"
+
+
 class ReasonInvalid(RequestInvalid):
     reason = "REASON_INVALID"
     message = "the access reason is invalid"

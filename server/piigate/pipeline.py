@@ -10,6 +10,7 @@ as one event. PII is returned only after the event is written.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -21,9 +22,9 @@ import grpc
 from piigate.abuse import AbuseGuard
 from piigate.audit import AuditEvent, AuditSink, FieldDisclosure
 from piigate.binding import binding_tag
-from piigate.caller import CallerAuthenticator
+from piigate.caller import Caller, CallerAuthenticator
 from piigate.claims import claim_values, granted_scopes
-from piigate.config import IssuerConfig
+from piigate.config import IssuerConfig, Profile
 from piigate.errors import (
     DistinctSubjectsExceeded,
     GatewayError,
@@ -39,6 +40,7 @@ from piigate.shaping import DisclosedValue, shape
 from piigate.subject import refuse_denied_claims, verify_subject
 from piigate.tokens import TokenVerifier
 from piigate.vault import DetokenizeQuery, VaultClient, vault_timeout
+from piigate.verification import VerifiedToken
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,21 @@ class _Trail:
             **self.facts,
         )
 
+    def fork(self, started: float) -> _Trail:
+        """A trail for one item of a request: the caller's facts, its own request id."""
+        return _Trail(uuid.uuid4().hex, started, dict(self.facts))
+
+
+@dataclass(slots=True)
+class _Item:
+    """One subject token's way through the stages."""
+
+    trail: _Trail
+    token_id: str | None = None
+    plan: Plan | None = None
+    binding: str | None = None
+    outcome: Disclosure | GatewayError | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -106,7 +123,7 @@ class Limits:
 
 
 class DetokenizationPipeline:
-    """Runs one Detokenize request through every stage."""
+    """Runs Detokenize requests, one subject token or many, through every stage."""
 
     def __init__(
         self,
@@ -140,104 +157,175 @@ class DetokenizationPipeline:
         time_remaining_s: float | None,
         peer: PeerIdentity | None = None,
     ) -> Disclosure:
-        trail = _Trail(request_id=uuid.uuid4().hex, started=self._clock())
-        try:
-            disclosure = await self._run(
-                trail, metadata, peer, subject_token, request, time_remaining_s
-            )
-        except GatewayError as exc:
-            outcome = "denied" if exc.code in _DENIED_CODES else "failed"
-            await self._record(trail.event(outcome, exc.reason, event=_EVENTS.get(type(exc))))
-            raise
-        except Exception:
-            await self._record(trail.event("failed", "INTERNAL"))
-            raise
-        fields = [FieldDisclosure(f.name, f.disclosure, disclosure.notes.get(f.name))
-                  for f in disclosure.fields]
-        event = trail.event("allowed", fields=fields)
-        try:
-            await self._audit.write(event)  # fail closed: no event, no data
-        except GatewayError as exc:
-            self._count(event.profile, "failed", exc.reason)
-            raise
-        self._count(event.profile, "allowed", "OK")
-        return disclosure
+        """One subject token; any failure is raised."""
+        (outcome,) = await self.detokenize_many(
+            metadata, (subject_token,), request, time_remaining_s, peer
+        )
+        if isinstance(outcome, GatewayError):
+            raise outcome
+        return outcome
 
-    async def _run(
+    async def detokenize_many(
         self,
-        trail: _Trail,
         metadata: Sequence[tuple[str, str | bytes]],
-        peer: PeerIdentity | None,
-        subject_token: str,
+        subject_tokens: Sequence[str],
         request: DisclosureRequest,
         time_remaining_s: float | None,
-    ) -> Disclosure:
+        peer: PeerIdentity | None = None,
+    ) -> list[Disclosure | GatewayError]:
+        """Many subject tokens under one caller and one request shape. The caller's own
+        failure is raised; each token's failure is returned in its place. Every token gets
+        its own audit event, written before any of its data is returned."""
+        started = self._clock()
+        caller_trail = _Trail(uuid.uuid4().hex, started)
+        if len(subject_tokens) > 1:
+            caller_trail.facts["batch_id"] = caller_trail.request_id
+        try:
+            caller, profile = await self._authorize(caller_trail, metadata, peer)
+        except Exception as exc:
+            await self._record_failure(caller_trail, exc)
+            raise
+        items = [_Item(caller_trail.fork(started)) for _ in subject_tokens]
+        now = self._clock()
+        for item, token in zip(items, subject_tokens, strict=True):
+            try:
+                self._decide(item, caller, profile, await self._subject(item, token), request,
+                             now)
+            except GatewayError as exc:
+                item.outcome = exc
+            except Exception as exc:
+                await self._record_failure(item.trail, exc)
+                raise
+        await self._read_all([i for i in items if i.outcome is None], time_remaining_s)
+        return [await self._finish(item) for item in items]
+
+    # --- stages ---------------------------------------------------------------------
+    async def _authorize(
+        self, trail: _Trail, metadata: Sequence[tuple[str, str | bytes]],
+        peer: PeerIdentity | None,
+    ) -> tuple[Caller, Profile]:
         caller = await self._callers.identify(metadata, peer)
         trail.facts.update(caller=caller.client_id, caller_issuer=caller.issuer_name)
         if peer is not None:
             trail.facts["caller_peer"] = peer.spiffe_id or ",".join(peer.uri_sans + peer.dns_sans)
         profile = self._profiles.select(caller)
         trail.facts["profile"] = profile.name
+        return caller, profile
 
+    async def _subject(self, item: _Item, subject_token: str) -> VerifiedToken:
         subject = await verify_subject(self._verifier, subject_token)
         issuer = self._issuers[subject.issuer_name]
-        trail.facts.update(subject_iss=issuer.issuer, subject_sub=subject.subject, jti=subject.jti)
+        item.trail.facts.update(
+            subject_iss=issuer.issuer, subject_sub=subject.subject, jti=subject.jti
+        )
         refuse_denied_claims(subject.claims, issuer.denied_claims)
-        token_id = pii_token_id(subject.claims, issuer.pii_token_claim)
-        trail.facts["token_id"] = token_id
+        item.token_id = pii_token_id(subject.claims, issuer.pii_token_claim)
+        item.trail.facts["token_id"] = item.token_id
+        return subject
 
+    def _decide(
+        self, item: _Item, caller: Caller, profile: Profile, subject: VerifiedToken,
+        request: DisclosureRequest, now: float,
+    ) -> None:
+        issuer = self._issuers[subject.issuer_name]
         facts = SubjectFacts(
             audiences=claim_values(subject.claims, issuer.audience_claims),
             scopes=granted_scopes(subject.claims, issuer.scope_claims),
             claims=subject.claims,
         )
-        now = self._clock()
-        plan = decide(profile, facts, request, now)
-        trail.facts.update(reason=plan.reason, adhoc_reason=plan.adhoc_reason)
+        item.plan = decide(profile, facts, request, now)
+        item.trail.facts.update(reason=item.plan.reason, adhoc_reason=item.plan.adhoc_reason)
         self._abuse.admit(profile, caller, subject, now)
+        if profile.bind_tokens:
+            # The vault itself then refuses a token tagged for someone else.
+            item.binding = binding_tag(issuer.issuer, subject.subject)
 
-        # For a bound profile the vault itself refuses a token tagged for someone else.
-        tag = binding_tag(issuer.issuer, subject.subject) if profile.bind_tokens else None
-        fields = await self._read(plan, token_id, tag, trail.request_id, time_remaining_s)
-        return Disclosure(token_id, profile.name, plan.reason, shape(plan, fields), plan.notes)
-
-    async def _read(
-        self,
-        plan: Plan,
-        token_id: str,
-        binding: str | None,
-        request_id: str,
-        time_remaining_s: float | None,
-    ) -> Mapping[str, object]:
-        props = plan.vault_props
-        if not props:
-            # Everything is redacted: nothing is read, so nothing is asked of the vault
-            # (an empty `props` would make the vault return every property).
-            return {}
-        query = DetokenizeQuery(
-            collection=plan.profile.collection,
-            token_ids=(token_id,),
-            props=props,
-            reason=plan.reason,
-            adhoc_reason=plan.adhoc_reason,
-            api_key=plan.profile.vault_api_key,
-            tags=(binding,) if binding else (),
-            # Joins the vault's own audit log with piigate's.
-            custom_audit=f"piigate request {request_id}",
-        )
+    async def _read_all(self, items: list[_Item], time_remaining_s: float | None) -> None:
+        """One vault call per group of items that can share it: same properties, reason
+        and key, and no binding tag (tags are intersected, so each bound item asks alone).
+        A group's failure is each of its items' failure."""
+        groups: dict[tuple[object, ...], list[_Item]] = {}
+        for item in items:
+            plan = item.plan
+            assert plan is not None  # set by _decide
+            alone = id(item) if item.binding else None
+            key = (plan.vault_props, plan.reason, plan.adhoc_reason, alone)
+            groups.setdefault(key, []).append(item)
         timeout = vault_timeout(
             time_remaining_s, self._limits.request_timeout_s, self._limits.vault_timeout_s
         )
-        found = await self._vault.detokenize(query, timeout)
-        if token_id not in found:
-            # With a binding tag, "no such token" and "another user's token" look the
-            # same on purpose: the vault does not reveal which.
-            raise TokenBindingMismatch() if binding else VaultTokenNotFound()
-        return found[token_id]
+        await asyncio.gather(*(self._read_group(g, timeout) for g in groups.values()))
 
-    async def _record(self, event: AuditEvent) -> None:
+    async def _read_group(self, group: list[_Item], timeout_s: float) -> None:
+        first = group[0]
+        plan = first.plan
+        assert plan is not None
+        if not plan.vault_props:
+            # Everything is redacted: nothing is read, so nothing is asked of the vault
+            # (an empty `props` would make the vault return every property).
+            for item in group:
+                item.outcome = self._disclosure(item, {})
+            return
+        query = DetokenizeQuery(
+            collection=plan.profile.collection,
+            token_ids=tuple(dict.fromkeys(i.token_id for i in group if i.token_id)),
+            props=plan.vault_props,
+            reason=plan.reason,
+            adhoc_reason=plan.adhoc_reason,
+            api_key=plan.profile.vault_api_key,
+            tags=(first.binding,) if first.binding else (),
+            # Joins the vault's own audit log with piigate's.
+            custom_audit=f"piigate request {_request_ref(first.trail)}",
+        )
+        try:
+            found = await self._vault.detokenize(query, timeout_s)
+        except GatewayError as exc:
+            for item in group:
+                item.outcome = exc
+            return
+        for item in group:
+            fields = found.get(item.token_id or "")
+            if fields is None:
+                # With a binding tag, "no such token" and "another user's token" look the
+                # same on purpose: the vault does not reveal which.
+                item.outcome = TokenBindingMismatch() if item.binding else VaultTokenNotFound()
+            else:
+                item.outcome = self._disclosure(item, fields)
+
+    @staticmethod
+    def _disclosure(item: _Item, fields: Mapping[str, object]) -> Disclosure:
+        plan = item.plan
+        assert plan is not None
+        assert item.token_id is not None
+        return Disclosure(item.token_id, plan.profile.name, plan.reason, shape(plan, fields),
+                          plan.notes)
+
+    # --- audit ----------------------------------------------------------------------
+    async def _finish(self, item: _Item) -> Disclosure | GatewayError:
+        outcome = item.outcome
+        if isinstance(outcome, GatewayError):
+            await self._record_failure(item.trail, outcome)
+            return outcome
+        assert outcome is not None
+        fields = [FieldDisclosure(f.name, f.disclosure, outcome.notes.get(f.name))
+                  for f in outcome.fields]
+        event = item.trail.event("allowed", fields=fields)
+        try:
+            await self._audit.write(event)  # fail closed: no event, no data
+        except GatewayError as exc:
+            self._count(event.profile, "failed", exc.reason)
+            return exc
+        self._count(event.profile, "allowed", "OK")
+        return outcome
+
+    async def _record_failure(self, trail: _Trail, exc: Exception) -> None:
         """Count and audit a refusal; a sink failure must not mask the original error (no
         PII is being returned), but it is logged for the operator."""
+        if isinstance(exc, GatewayError):
+            outcome = "denied" if exc.code in _DENIED_CODES else "failed"
+            event = trail.event(outcome, exc.reason, event=_EVENTS.get(type(exc)))
+        else:
+            event = trail.event("failed", "INTERNAL")
         self._count(event.profile, event.outcome, event.error_reason or "INTERNAL")
         try:
             await self._audit.write(event)
@@ -248,3 +336,8 @@ class DetokenizationPipeline:
         self._metrics.inc(
             "piigate_decisions_total", outcome=outcome, reason=reason, profile=profile or "-"
         )
+
+
+def _request_ref(trail: _Trail) -> str:
+    """What the vault's audit log records to join with piigate's: the batch or request id."""
+    return str(trail.facts.get("batch_id") or trail.request_id)

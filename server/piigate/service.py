@@ -6,8 +6,10 @@ Translation only; every decision is made in the stages behind the pipeline.
 from __future__ import annotations
 
 import grpc
+from google.rpc import status_pb2
 
-from piigate.boundary import guarded
+from piigate.boundary import guarded, rich_status
+from piigate.errors import BatchTooLarge, GatewayError, RequestInvalid
 from piigate.peer import peer_identity
 from piigate.pipeline import DetokenizationPipeline, Disclosure
 from piigate.policy import DisclosureRequest
@@ -23,8 +25,9 @@ NO_DEADLINE_S = 1e9
 class DetokenizationService(pb_grpc.DetokenizationServiceServicer):
     """`piigate.v1.DetokenizationService`."""
 
-    def __init__(self, pipeline: DetokenizationPipeline) -> None:
+    def __init__(self, pipeline: DetokenizationPipeline, max_batch_size: int) -> None:
         self._pipeline = pipeline
+        self._max_batch_size = max_batch_size
 
     async def Detokenize(
         self, request: pb.DetokenizeRequest, context: grpc.aio.ServicerContext
@@ -34,19 +37,51 @@ class DetokenizationService(pb_grpc.DetokenizationServiceServicer):
     async def _detokenize(
         self, request: pb.DetokenizeRequest, context: grpc.aio.ServicerContext
     ) -> pb.DetokenizeResponse:
-        remaining = context.time_remaining()
         disclosure = await self._pipeline.detokenize(
             metadata=tuple(context.invocation_metadata() or ()),
             subject_token=request.subject_token,
             request=_disclosure_request(request),
-            time_remaining_s=remaining if remaining is not None and remaining < NO_DEADLINE_S
-            else None,
+            time_remaining_s=_remaining(context),
             peer=peer_identity(context.auth_context()),
         )
         return _response(disclosure)
 
+    async def BatchDetokenize(
+        self, request: pb.BatchDetokenizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchDetokenizeResponse:
+        return await guarded(context, self._batch(request, context))
 
-def _disclosure_request(request: pb.DetokenizeRequest) -> DisclosureRequest:
+    async def _batch(
+        self, request: pb.BatchDetokenizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchDetokenizeResponse:
+        if not request.subject_tokens:
+            raise RequestInvalid({"detail": "no subject tokens"})
+        if len(request.subject_tokens) > self._max_batch_size:
+            raise BatchTooLarge({"max": str(self._max_batch_size)})
+        outcomes = await self._pipeline.detokenize_many(
+            metadata=tuple(context.invocation_metadata() or ()),
+            subject_tokens=tuple(request.subject_tokens),
+            request=_disclosure_request(request),
+            time_remaining_s=_remaining(context),
+            peer=peer_identity(context.auth_context()),
+        )
+        return pb.BatchDetokenizeResponse(results=[_result(o) for o in outcomes])
+
+
+def _remaining(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return remaining if remaining is not None and remaining < NO_DEADLINE_S else None
+
+
+def _result(outcome: Disclosure | GatewayError) -> pb.BatchDetokenizeResult:
+    if isinstance(outcome, GatewayError):
+        return pb.BatchDetokenizeResult(status=rich_status(outcome))
+    return pb.BatchDetokenizeResult(status=status_pb2.Status(code=0), response=_response(outcome))
+
+
+def _disclosure_request(
+    request: pb.DetokenizeRequest | pb.BatchDetokenizeRequest,
+) -> DisclosureRequest:
     reason: str | None = None
     if request.reason != pb.REASON_UNSPECIFIED:
         # An unknown enum number passes through as a name no profile allows, so the

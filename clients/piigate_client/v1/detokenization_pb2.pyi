@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -128,6 +129,98 @@ class DetokenizeRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DetokenizeRequest: _TypeAlias = DetokenizeRequest  # noqa: Y015
+
+@_typing.final
+class BatchDetokenizeRequest(_message.Message):
+    """BatchDetokenizeRequest asks for several users' fields under one reason."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_TOKENS_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ADHOC_REASON_FIELD_NUMBER: _builtins.int
+    reason: Global___Reason.ValueType
+    """As in DetokenizeRequest, applied to every item."""
+    adhoc_reason: _builtins.str
+    """As in DetokenizeRequest, applied to every item."""
+    @_builtins.property
+    def subject_tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The end users' access tokens; at most the gateway's configured batch size."""
+
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """As in DetokenizeRequest, applied to every item."""
+
+    def __init__(
+        self,
+        *,
+        subject_tokens: _abc.Iterable[_builtins.str] | None = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        reason: Global___Reason.ValueType = ...,
+        adhoc_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adhoc_reason", b"adhoc_reason", "fields", b"fields", "reason", b"reason", "subject_tokens", b"subject_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchDetokenizeRequest: _TypeAlias = BatchDetokenizeRequest  # noqa: Y015
+
+@_typing.final
+class BatchDetokenizeResponse(_message.Message):
+    """BatchDetokenizeResponse holds one result per subject token, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchDetokenizeResult]:
+        """One entry per subject token, in the order they were sent."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___BatchDetokenizeResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchDetokenizeResponse: _TypeAlias = BatchDetokenizeResponse  # noqa: Y015
+
+@_typing.final
+class BatchDetokenizeResult(_message.Message):
+    """BatchDetokenizeResult is one item's outcome."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> _status_pb2.Status:
+        """OK, or the item's failure with exactly one ErrorInfo (domain "piigate")."""
+
+    @_builtins.property
+    def response(self) -> Global___DetokenizeResponse:
+        """Set when status.code is OK."""
+
+    def __init__(
+        self,
+        *,
+        status: _status_pb2.Status | None = ...,
+        response: Global___DetokenizeResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response", b"response", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchDetokenizeResult: _TypeAlias = BatchDetokenizeResult  # noqa: Y015
 
 @_typing.final
 class DetokenizeResponse(_message.Message):

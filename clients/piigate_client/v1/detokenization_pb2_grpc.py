@@ -47,6 +47,11 @@ class DetokenizationServiceStub:
                 request_serializer=piigate_dot_v1_dot_detokenization__pb2.DetokenizeRequest.SerializeToString,
                 response_deserializer=piigate_dot_v1_dot_detokenization__pb2.DetokenizeResponse.FromString,
                 _registered_method=True)
+        self.BatchDetokenize = channel.unary_unary(
+                '/piigate.v1.DetokenizationService/BatchDetokenize',
+                request_serializer=piigate_dot_v1_dot_detokenization__pb2.BatchDetokenizeRequest.SerializeToString,
+                response_deserializer=piigate_dot_v1_dot_detokenization__pb2.BatchDetokenizeResponse.FromString,
+                _registered_method=True)
 
 
 class DetokenizationServiceServicer:
@@ -69,6 +74,17 @@ class DetokenizationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchDetokenize(self, request, context):
+        """BatchDetokenize does the same for many users at once (support tooling listing
+        users): one call, one vault request underneath for the items that share reason and
+        shape, and a status per item. The call itself fails only when the caller is not
+        authenticated or the batch is malformed (too large, for instance); each item then
+        succeeds or fails on its own, with its own google.rpc.Status and ErrorInfo.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DetokenizationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +92,11 @@ def add_DetokenizationServiceServicer_to_server(servicer, server):
                     servicer.Detokenize,
                     request_deserializer=piigate_dot_v1_dot_detokenization__pb2.DetokenizeRequest.FromString,
                     response_serializer=piigate_dot_v1_dot_detokenization__pb2.DetokenizeResponse.SerializeToString,
+            ),
+            'BatchDetokenize': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchDetokenize,
+                    request_deserializer=piigate_dot_v1_dot_detokenization__pb2.BatchDetokenizeRequest.FromString,
+                    response_serializer=piigate_dot_v1_dot_detokenization__pb2.BatchDetokenizeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -113,6 +134,33 @@ class DetokenizationService:
             '/piigate.v1.DetokenizationService/Detokenize',
             piigate_dot_v1_dot_detokenization__pb2.DetokenizeRequest.SerializeToString,
             piigate_dot_v1_dot_detokenization__pb2.DetokenizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchDetokenize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/piigate.v1.DetokenizationService/BatchDetokenize',
+            piigate_dot_v1_dot_detokenization__pb2.BatchDetokenizeRequest.SerializeToString,
+            piigate_dot_v1_dot_detokenization__pb2.BatchDetokenizeResponse.FromString,
             options,
             channel_credentials,
             insecure,

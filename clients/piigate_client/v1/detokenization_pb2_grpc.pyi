@@ -46,6 +46,13 @@ class DetokenizationServiceStub:
     namespaced claim, asks the vault for the fields the caller's profile allows and
     returns them shaped as that profile says. Every call is audited.
     """
+    BatchDetokenize: _grpc.UnaryUnaryMultiCallable[_detokenization_pb2.BatchDetokenizeRequest, _detokenization_pb2.BatchDetokenizeResponse]
+    """BatchDetokenize does the same for many users at once (support tooling listing
+    users): one call, one vault request underneath for the items that share reason and
+    shape, and a status per item. The call itself fails only when the caller is not
+    authenticated or the batch is malformed (too large, for instance); each item then
+    succeeds or fails on its own, with its own google.rpc.Status and ErrorInfo.
+    """
 
 @_typing.type_check_only
 class DetokenizationServiceAsyncStub(DetokenizationServiceStub):
@@ -64,6 +71,13 @@ class DetokenizationServiceAsyncStub(DetokenizationServiceStub):
     """Detokenize verifies the subject token, reads the vault token id from its
     namespaced claim, asks the vault for the fields the caller's profile allows and
     returns them shaped as that profile says. Every call is audited.
+    """
+    BatchDetokenize: _aio.UnaryUnaryMultiCallable[_detokenization_pb2.BatchDetokenizeRequest, _detokenization_pb2.BatchDetokenizeResponse]  # type: ignore[assignment]
+    """BatchDetokenize does the same for many users at once (support tooling listing
+    users): one call, one vault request underneath for the items that share reason and
+    shape, and a status per item. The call itself fails only when the caller is not
+    authenticated or the batch is malformed (too large, for instance); each item then
+    succeeds or fails on its own, with its own google.rpc.Status and ErrorInfo.
     """
 
 class DetokenizationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -86,6 +100,19 @@ class DetokenizationServiceServicer(metaclass=_abc_1.ABCMeta):
         """Detokenize verifies the subject token, reads the vault token id from its
         namespaced claim, asks the vault for the fields the caller's profile allows and
         returns them shaped as that profile says. Every call is audited.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchDetokenize(
+        self,
+        request: _detokenization_pb2.BatchDetokenizeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_detokenization_pb2.BatchDetokenizeResponse, _abc.Awaitable[_detokenization_pb2.BatchDetokenizeResponse]]:
+        """BatchDetokenize does the same for many users at once (support tooling listing
+        users): one call, one vault request underneath for the items that share reason and
+        shape, and a status per item. The call itself fails only when the caller is not
+        authenticated or the batch is malformed (too large, for instance); each item then
+        succeeds or fails on its own, with its own google.rpc.Status and ErrorInfo.
         """
 
 def add_DetokenizationServiceServicer_to_server(servicer: DetokenizationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -27,7 +27,7 @@ from piigate.config.reader import Reader, http_url, non_empty, positive
 _SERVER_KEYS = {
     "listen", "request_timeout_ms", "max_request_bytes", "max_metadata_bytes",
     "max_concurrent_rpcs", "shutdown_grace_s", "tls_cert_file", "tls_key_file",
-    "metrics_listen", "tls_client_ca_file", "tls_require_client_auth",
+    "metrics_listen", "tls_client_ca_file", "tls_require_client_auth", "max_batch_size",
 }  # fmt: skip
 
 
@@ -88,6 +88,7 @@ def _read_server(r: Reader, data: Mapping[str, Any]) -> ServerConfig:
         max_concurrent_rpcs=r.get(t, "max_concurrent_rpcs", "server", int, 1024, positive),
         shutdown_grace_s=r.get(t, "shutdown_grace_s", "server", float, 10.0, positive),
         metrics_listen=_listen(r, t, "metrics_listen", None) if "metrics_listen" in t else None,
+        max_batch_size=r.get(t, "max_batch_size", "server", int, 100, positive),
     )
 
 

@@ -52,6 +52,7 @@ class ServerConfig:
     max_concurrent_rpcs: int
     shutdown_grace_s: float
     metrics_listen: ListenAddress | None  # Prometheus text on http://HOST:PORT/metrics
+    max_batch_size: int = 100  # subject tokens in one BatchDetokenize call
 
 
 @dataclass(frozen=True, slots=True)
