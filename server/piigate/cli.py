@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("piigate.serve", "run the gRPC gateway"),
     "check-config": ("piigate.config_cli", "validate a gateway config file and exit"),
     "audit": ("piigate.audit_cli", "verify a hash-chained audit trail"),
+    "explain": ("piigate.explain", "what the gateway would decide, without calling the vault"),
     "local-vault": ("piigate.localvault.cli", "run the local Piiano-compatible vault (dev)"),
     "dev-issuer": ("piigate.devissuer.cli", "run the development token issuer (development)"),
     "issue-token": ("piigate.devissuer.token_cli", "ask a running dev issuer for a user token"),
