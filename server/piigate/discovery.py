@@ -10,6 +10,7 @@ unless loopback). Fetching is bounded like a JWKS fetch: timeouts, size cap, no 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 
@@ -45,9 +46,11 @@ async def discover_jwks_uri(
 ) -> str:
     """The issuer's `jwks_uri`, from its discovery document."""
     try:
-        body, _ = await fetch_document(
-            session, configuration_url(issuer), settings, "application/json"
-        )
+        url = configuration_url(issuer)
+    except ValueError as exc:
+        raise DiscoveryFailed("issuer_refused") from exc
+    try:
+        body, _ = await fetch_document(session, url, settings, "application/json")
     except FetchFailed as exc:
         raise DiscoveryFailed(exc.detail) from exc
     try:
@@ -67,8 +70,9 @@ async def discover_jwks_uri(
 
 
 class DiscoveredJwks:
-    """A key source that discovers its JWKS location on first use (single-flight, retried
-    on the next use after a failure), then behaves as a `JwksCache`."""
+    """A key source that discovers its JWKS location on first use (single-flight; after a
+    failure, retried no sooner than `retry_after_failure_s`, so a dead issuer is not
+    asked once per request), then behaves as a `JwksCache`."""
 
     def __init__(
         self,
@@ -88,16 +92,24 @@ class DiscoveredJwks:
         self._cache: JwksCache | None = None
         self._discovering: asyncio.Task[JwksCache] | None = None
         self._last_error: str | None = None
+        self._failed_at: float | None = None
 
     async def _ready_cache(self) -> JwksCache:
         if self._cache is not None:
             return self._cache
         if self._discovering is None or self._discovering.done():
+            backing_off = (
+                self._failed_at is not None
+                and self._clock() - self._failed_at < self._settings.retry_after_failure_s
+            )
+            if backing_off:
+                raise IssuerKeysUnavailable({"issuer": self._issuer_name})
             self._discovering = asyncio.create_task(self._discover())
         try:
             self._cache = await asyncio.shield(self._discovering)
         except DiscoveryFailed as exc:
             self._last_error = f"discovery_{exc.detail}"
+            self._failed_at = self._clock()
             raise IssuerKeysUnavailable({"issuer": self._issuer_name}) from exc
         return self._cache
 
@@ -120,7 +132,9 @@ class DiscoveredJwks:
                           last_error=self._last_error)
 
     async def aclose(self) -> None:
-        if self._discovering is not None:
+        if self._discovering is not None and not self._discovering.done():
             self._discovering.cancel()
+            with contextlib.suppress(asyncio.CancelledError, DiscoveryFailed):
+                await self._discovering
         if self._cache is not None:
             await self._cache.aclose()
