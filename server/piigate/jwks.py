@@ -187,7 +187,8 @@ class JwksCache:
         most `stale_if_error_s`.
         """
         settings = self._settings
-        now = started = self._clock()
+        now = self._clock()
+        fetches_before = self._fetches
         if now >= self._expires_at and self._may_fetch(now):
             await self._refresh()
             now = self._clock()
@@ -205,8 +206,9 @@ class JwksCache:
         keys = self._keys
         if keys is None:  # pragma: no cover - a set, once fetched, is never dropped
             raise self._unavailable()
-        if kid not in keys and keys.fetched_at >= started:
-            # Remembered only when a set fetched during this call confirms the miss.
+        if kid not in keys and self._fetches > fetches_before:
+            # Remembered only when a set fetched during this call confirms the miss
+            # (counted, not timed: a coarse or fixed clock must not fake a fresh fetch).
             self._misses[kid] = True
         return keys
 
