@@ -22,6 +22,7 @@ from piigate.addresses import ListenAddress
 from piigate.audit import AuditSink
 from piigate.audit_chain import ChainedJsonLinesSink
 from piigate.caller import BearerCallerAuthenticator
+from piigate.coalescing import CoalescingVault
 from piigate.config import GatewayConfig, IssuerConfig
 from piigate.discovery import DiscoveredJwks
 from piigate.httpserve import start_http_app
@@ -139,6 +140,13 @@ async def start_gateway(
         auto_decompress=False,
     )
     sources = {i.name: key_source(i, session, clock) for i in config.issuers}
+    vault: VaultClient | CoalescingVault = VaultClient(
+        session, config.vault.url, config.vault.max_response_bytes
+    )
+    if config.vault.coalesce_wait_s > 0:
+        vault = CoalescingVault(
+            vault, config.vault.coalesce_wait_s, config.vault.coalesce_max_batch
+        )
     verifier = TokenVerifier(
         {i.issuer: (issuer_policy(i), sources[i.name]) for i in config.issuers}, clock
     )
@@ -153,7 +161,7 @@ async def start_gateway(
         profiles=ProfileIndex(config.profiles),
         verifier=verifier,
         issuers=issuers,
-        vault=VaultClient(session, config.vault.url, config.vault.max_response_bytes),
+        vault=vault,
         audit=sink,
         limits=Limits(config.server.request_timeout_s, config.vault.timeout_s),
         clock=clock,
@@ -179,6 +187,8 @@ async def start_gateway(
     await server.start()
     running = RunningGateway(server, port, health_servicer, metrics, readiness)
     running._closers += [session.close, sink.close]
+    if isinstance(vault, CoalescingVault):
+        running._closers.append(vault.aclose)
     running._closers += [s.aclose for s in sources.values()]
     running._tasks.append(asyncio.create_task(readiness.run()))
     metrics.gauges(readiness.gauges)

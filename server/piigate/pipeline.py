@@ -24,6 +24,7 @@ from piigate.audit import AuditEvent, AuditSink, FieldDisclosure
 from piigate.binding import binding_tag
 from piigate.caller import Caller, CallerAuthenticator
 from piigate.claims import claim_values, granted_scopes
+from piigate.coalescing import CoalescingVault
 from piigate.config import IssuerConfig, Profile
 from piigate.errors import (
     DistinctSubjectsExceeded,
@@ -131,7 +132,7 @@ class DetokenizationPipeline:
         profiles: ProfileIndex,
         verifier: TokenVerifier,
         issuers: Mapping[str, IssuerConfig],
-        vault: VaultClient,
+        vault: VaultClient | CoalescingVault,
         audit: AuditSink,
         limits: Limits,
         clock: Callable[[], float],

@@ -68,6 +68,8 @@ class VaultConfig:
     timeout_s: float
     max_connections: int
     max_response_bytes: int
+    coalesce_wait_s: float = 0.0005  # 0: every request its own vault call
+    coalesce_max_batch: int = 64
 
 
 @dataclass(frozen=True, slots=True)
