@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
 
-.PHONY: demo test lint typecheck buf-lint gen gen-check pytest bench clean
+.PHONY: demo test lint typecheck buf-lint gen gen-check pytest bench bench-vault clean
 
 demo: $(STAMP) gen
 	$(PY) -m piigate.demo
@@ -40,7 +40,15 @@ buf-lint: $(BUF)
 pytest: $(STAMP) gen
 	$(VENV)/bin/pytest -q
 
-bench: $(STAMP) gen
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) gen
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-vault: $(STAMP) gen
 	$(PY) -m bench.vault_load --pin
 
 clean:

@@ -1,0 +1,153 @@
+"""The three servers under test, each started as its own process on CPU 0, and the records
+the benchmark reads from them.
+
+- `echo`: `bench.echo_server`, the gRPC framework's ceiling;
+- `reference`: `bench.reference_gateway`, a straightforward gateway;
+- `piigate`: `python -m piigate serve` with the demo's gateway configuration.
+
+All three answer the same proto; the two gateways talk to the same vault with the same
+keys and profiles. `preflight` checks, with the real generated stubs, that a server
+answers both profiles correctly before any load is measured: a benchmark of a
+misconfigured gateway measures error paths.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import grpc
+
+from bench.stack import SERVER_CPU, Child, Stack, SubjectToken, person, start_child
+from piigate import demo
+from piigate_client.v1 import detokenization_pb2 as pb
+from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
+
+SERVERS = ("echo", "reference", "piigate")
+PIIGATE_AUDIT = "piigate-audit.jsonl"
+
+
+def with_settings(config: str, settings: Sequence[str]) -> str:
+    """The TOML `config` with `section.key=value` settings (TOML values) added under their
+    existing `[section]` header: an A/B of one knob without another config file."""
+    lines = config.splitlines()
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        section, _, key = name.strip().rpartition(".")
+        header = f"[{section}]"
+        if not section or not key or not value or header not in lines:
+            raise ValueError(
+                f"--piigate-set {setting!r}: want SECTION.KEY=VALUE, [SECTION] existing"
+            )
+        lines.insert(lines.index(header) + 1, f"{key} = {value.strip()}")
+    return "\n".join(lines) + "\n"
+
+
+def start_server(
+    kind: str, stack: Stack, *, loop: str, pin_cpus: bool, piigate_settings: Sequence[str] = ()
+) -> Child:
+    """Start `kind` on 127.0.0.1:0; for piigate, wait until its health is SERVING."""
+    cpu = SERVER_CPU if pin_cpus else None
+    work = stack.work
+    if kind == "echo":
+        return start_child("echo", ["-m", "bench.echo_server", "--loop", loop], work, cpu=cpu)
+    if kind == "reference":
+        env = {
+            "REFERENCE_VAULT_KEY_FHIR": stack.secrets.vault_fhir,
+            "REFERENCE_VAULT_KEY_SUPPORT": stack.secrets.vault_support,
+        }
+        argv = ["-m", "bench.reference_gateway", "--issuer", stack.iss,
+                "--vault", stack.vault_url, "--loop", loop]  # fmt: skip
+        return start_child("reference", argv, work, env=env, cpu=cpu)
+    if kind == "piigate":
+        config = demo.gateway_config(stack.iss, stack.vault_url, work / PIIGATE_AUDIT)
+        (work / "gateway.toml").write_text(with_settings(config, piigate_settings))
+        env = {
+            "PIIGATE_DEMO_VAULT_KEY_FHIR": stack.secrets.vault_fhir,
+            "PIIGATE_DEMO_VAULT_KEY_SUPPORT": stack.secrets.vault_support,
+        }
+        argv = ["-m", "piigate", "serve", "--config", "gateway.toml",
+                "--listen", "127.0.0.1:0", "--log-level", "WARNING"]  # fmt: skip
+        child = start_child("piigate", argv, work, env=env, cpu=cpu)
+        try:
+            demo.wait_until_serving(child.address)
+        except BaseException:
+            child.stop()
+            raise
+        return child
+    raise ValueError(f"unknown server {kind!r}; choose from {', '.join(SERVERS)}")
+
+
+def preflight(
+    kind: str, target: str, callers: dict[str, str], tokens: Sequence[SubjectToken]
+) -> list[str]:
+    """Call `target` once per token with the real stubs; the problems found (none: OK)."""
+    problems: list[str] = []
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.DetokenizationServiceStub(channel)
+        for token in tokens:
+            metadata = [("authorization", f"Bearer {callers[token.caller]}")]
+            try:
+                answer = stub.Detokenize(
+                    pb.DetokenizeRequest(subject_token=token.token), metadata=metadata, timeout=5
+                )
+            except grpc.RpcError as exc:
+                problems.append(f"{token.caller}: {exc.code().name} {exc.details()}")
+                continue
+            if kind != "echo" and not _as_expected(answer, token):
+                problems.append(f"{token.caller}: unexpected answer for user {token.user}")
+    return problems
+
+
+def _as_expected(answer: pb.DetokenizeResponse, token: SubjectToken) -> bool:
+    record = person(token.user)
+    fields = {f.name: (f.value, f.disclosure) for f in answer.fields}
+    if token.caller == "fhir-app":
+        return fields.get("user_id") == (record["user_id"], pb.DISCLOSURE_RAW)
+    ssn, disclosure = fields.get("ssn", ("", 0))
+    return (
+        disclosure == pb.DISCLOSURE_MASKED
+        and ssn.endswith(record["ssn"][-4:])
+        and (fields.get("user_id") == ("", pb.DISCLOSURE_REDACTED))
+    )
+
+
+class JsonLinesTally:
+    """Counts, by one key, the JSON lines appended to a log since the last `mark`: the
+    vault's detokenize calls, piigate's audit outcomes."""
+
+    def __init__(self, path: Path, key: Callable[[dict[str, object]], str | None]) -> None:
+        self.path = path
+        self.key = key
+        self.offset = 0
+
+    def mark(self) -> None:
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+
+    def since_mark(self) -> Counter[str]:
+        if not self.path.exists():
+            return Counter()
+        with self.path.open("rb") as log:
+            log.seek(self.offset)
+            data = log.read()
+        counts: Counter[str] = Counter()
+        for line in data.split(b"\n"):
+            if line.strip():
+                label = self.key(json.loads(line))
+                if label is not None:
+                    counts[label] += 1
+        return counts
+
+
+def vault_detokenize_calls(path: Path) -> JsonLinesTally:
+    """The vault's audit log: one line per detokenize HTTP call, whatever its outcome."""
+    return JsonLinesTally(
+        path, lambda e: str(e.get("outcome")) if e.get("operation") == "detokenize" else None
+    )
+
+
+def piigate_outcomes(path: Path) -> JsonLinesTally:
+    """piigate's audit trail: one line per call, outcome allowed | denied | failed."""
+    return JsonLinesTally(path, lambda e: str(e.get("outcome")))

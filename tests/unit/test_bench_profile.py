@@ -1,0 +1,36 @@
+"""Summaries of py-spy's collapsed stacks."""
+
+from __future__ import annotations
+
+from bench.profile import area, frame_name, parse_collapsed, summarize
+
+RAW = """\
+<module> (piigate/__main__.py:5);Handle._run (asyncio/events.py:80);verify (piigate/verification.py:300);RSAAlgorithm.verify (jwt/algorithms.py:400) 30
+<module> (piigate/__main__.py:5);Handle._run (asyncio/events.py:80) 50
+Thread._bootstrap (threading.py:995);Thread.run (threading.py:975) 20
+"""  # noqa: E501
+
+
+def test_collapsed_lines_become_frames_and_counts() -> None:
+    stacks = parse_collapsed(RAW + "garbage\n")
+    assert [count for _, count in stacks] == [30, 50, 20]
+    assert stacks[0][0][-1] == "RSAAlgorithm.verify (jwt/algorithms.py:400)"
+
+
+def test_frames_and_areas() -> None:
+    assert frame_name("verify (piigate/verification.py:300)") == (
+        "verify", "piigate/verification.py"
+    )  # fmt: skip
+    assert area("piigate/verification.py") == "piigate.verification"
+    assert area("aiohttp/client.py") == "aiohttp"
+    assert area("threading.py") == "threading"
+
+
+def test_summary_shares() -> None:
+    lines = summarize(parse_collapsed(RAW))
+    assert lines[0].startswith("100 samples")
+    assert "   80.0%  main thread (event loop, handlers)" in lines
+    poller = "20.0%  other threads (grpc.aio completion-queue poller: grpc core, C)"
+    assert any(line.endswith(poller) for line in lines)
+    assert "   50.0%  asyncio" in lines
+    assert "   30.0%  verify (piigate/verification.py)" in lines  # inclusive, own code
