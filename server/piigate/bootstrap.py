@@ -143,9 +143,10 @@ async def start_gateway(
     vault: VaultClient | CoalescingVault = VaultClient(
         session, config.vault.url, config.vault.max_response_bytes
     )
-    if config.vault.coalesce_wait_s > 0:
+    v = config.vault
+    if v.coalesce:
         vault = CoalescingVault(
-            vault, config.vault.coalesce_wait_s, config.vault.coalesce_max_batch
+            vault, v.coalesce_wait_s, v.coalesce_max_batch, v.coalesce_max_inflight
         )
     verifier = TokenVerifier(
         {i.issuer: (issuer_policy(i), sources[i.name]) for i in config.issuers}, clock

@@ -4,8 +4,12 @@
 
 Rules:
 
-1. A request waits at most `max_wait_s` for company (a lone request pays at most that),
-   and a batch is sent at once when it reaches `max_batch` distinct token ids.
+1. A request whose shape has fewer than `max_inflight` vault calls under way is sent at
+   once, with whatever company has gathered (a lone request never waits). Otherwise it
+   joins the open batch of its shape, which is sent when a call of that shape finishes,
+   when it reaches `max_batch` distinct token ids, or after `max_wait_s`, whichever comes
+   first. Under load, batches form by themselves while earlier calls are out, without a
+   timer on the idle path (asyncio timers round to the millisecond).
 2. Identical token ids in flight share one lookup.
 3. Every caller keeps its own deadline: it stops waiting when its own budget is spent
    (VAULT_TIMEOUT) while the shared call goes on for the others; the shared call's own
@@ -47,11 +51,15 @@ class _Batch:
 class CoalescingVault:
     """Wraps a vault client; same `detokenize(query, timeout_s)` interface."""
 
-    def __init__(self, vault: Vault, max_wait_s: float = 0.0005, max_batch: int = 64) -> None:
+    def __init__(
+        self, vault: Vault, max_wait_s: float = 0.002, max_batch: int = 64, max_inflight: int = 2
+    ) -> None:
         self._vault = vault
         self._max_wait_s = max_wait_s
         self._max_batch = max_batch
+        self._max_inflight = max_inflight
         self._open: dict[tuple[object, ...], _Batch] = {}
+        self._inflight: dict[tuple[object, ...], int] = {}
         self._sending: set[asyncio.Task[None]] = set()
         self.vault_calls = 0  # for the benchmark's "vault calls per gateway call"
 
@@ -61,13 +69,14 @@ class CoalescingVault:
         if batch is None:
             batch = _Batch(dataclasses.replace(query, token_ids=()))
             self._open[key] = batch
+        batch.ids.update(dict.fromkeys(query.token_ids))
+        batch.timeout_s = max(batch.timeout_s, timeout_s)
+        if self._inflight.get(key, 0) < self._max_inflight or len(batch.ids) >= self._max_batch:
+            self._send(key, batch)
+        elif batch.timer is None:
             batch.timer = asyncio.get_running_loop().call_later(
                 self._max_wait_s, self._send, key, batch
             )
-        batch.ids.update(dict.fromkeys(query.token_ids))
-        batch.timeout_s = max(batch.timeout_s, timeout_s)
-        if len(batch.ids) >= self._max_batch:
-            self._send(key, batch)
         try:
             answer = await asyncio.wait_for(asyncio.shield(batch.done), timeout_s)
         except TimeoutError as exc:
@@ -80,11 +89,12 @@ class CoalescingVault:
         del self._open[key]
         if batch.timer is not None:
             batch.timer.cancel()
-        task = asyncio.get_running_loop().create_task(self._call(batch))
+        self._inflight[key] = self._inflight.get(key, 0) + 1
+        task = asyncio.get_running_loop().create_task(self._call(key, batch))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _call(self, batch: _Batch) -> None:
+    async def _call(self, key: tuple[object, ...], batch: _Batch) -> None:
         self.vault_calls += 1
         query = dataclasses.replace(batch.query, token_ids=tuple(batch.ids))
         try:
@@ -95,6 +105,13 @@ class CoalescingVault:
             batch.done.set_exception(exc)
         else:
             batch.done.set_result(answer)
+        finally:
+            self._inflight[key] -= 1
+            if not self._inflight[key]:
+                del self._inflight[key]
+            waiting = self._open.get(key)
+            if waiting is not None:
+                self._send(key, waiting)  # what gathered while this call was out
         # Members that already gave up on their deadline never retrieve the outcome.
         batch.done.exception()
 

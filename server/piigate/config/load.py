@@ -140,17 +140,21 @@ def _read_caller(
 def _read_vault(r: Reader, data: Mapping[str, Any]) -> VaultConfig:
     v = r.table(data, "vault", "vault")
     r.unknown_keys(v, {"url", "timeout_ms", "max_connections", "max_response_bytes",
-                       "coalesce_wait_us", "coalesce_max_batch"}, "vault")
+                       "coalesce", "coalesce_wait_us", "coalesce_max_batch",
+                       "coalesce_max_inflight"}, "vault")
     return VaultConfig(
         url=(r.get(v, "url", "vault", str, None, http_url) or "").rstrip("/"),
         timeout_s=r.get(v, "timeout_ms", "vault", int, 2000, positive) / 1000,
         max_connections=r.get(v, "max_connections", "vault", int, 64, positive),
         max_response_bytes=r.get(v, "max_response_bytes", "vault", int, 1024 * 1024, positive),
-        coalesce_wait_s=r.get(v, "coalesce_wait_us", "vault", int, 500,
-                              lambda us: None if 0 <= us <= 100_000 else "must be 0..100000")
+        coalesce=r.get(v, "coalesce", "vault", bool, True),
+        coalesce_wait_s=r.get(v, "coalesce_wait_us", "vault", int, 2000,
+                              lambda us: None if 0 < us <= 100_000 else "must be 1..100000")
         / 1e6,
         coalesce_max_batch=r.get(v, "coalesce_max_batch", "vault", int, 64,
                                  lambda n: None if 1 <= n <= 1000 else "must be 1..1000"),
+        coalesce_max_inflight=r.get(v, "coalesce_max_inflight", "vault", int, 2,
+                                    lambda n: None if 1 <= n <= 64 else "must be 1..64"),
     )
 
 

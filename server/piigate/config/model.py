@@ -68,8 +68,10 @@ class VaultConfig:
     timeout_s: float
     max_connections: int
     max_response_bytes: int
-    coalesce_wait_s: float = 0.0005  # 0: every request its own vault call
+    coalesce: bool = True  # share vault calls between concurrent requests of one shape
+    coalesce_wait_s: float = 0.002  # the longest a request waits for a busy shape's batch
     coalesce_max_batch: int = 64
+    coalesce_max_inflight: int = 2  # calls per shape under way before requests gather
 
 
 @dataclass(frozen=True, slots=True)
