@@ -53,6 +53,7 @@ class ServerConfig:
     shutdown_grace_s: float
     metrics_listen: ListenAddress | None  # Prometheus text on http://HOST:PORT/metrics
     max_batch_size: int = 100  # subject tokens in one BatchDetokenize call
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
 
 @dataclass(frozen=True, slots=True)
