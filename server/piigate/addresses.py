@@ -6,6 +6,10 @@ import ipaddress
 from dataclasses import dataclass
 
 
+class AddressInUse(Exception):
+    """A listen address could not be bound (another process holds it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ListenAddress:
     """A host and port to bind; port 0 asks the kernel for a free port."""

@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from piigate.abuse import AbuseGuard
-from piigate.addresses import ListenAddress
+from piigate.addresses import AddressInUse, ListenAddress
 from piigate.audit import AuditSink
 from piigate.audit_chain import ChainedJsonLinesSink
 from piigate.caller import BearerCallerAuthenticator
@@ -64,7 +64,7 @@ def issuer_policy(issuer: IssuerConfig) -> IssuerPolicy:
     )
 
 
-def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
+def server_options(config: GatewayConfig, share_port: bool = False) -> list[tuple[str, int]]:
     """Limits set deliberately rather than left at grpc's defaults."""
     s = config.server
     return [
@@ -72,8 +72,9 @@ def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", 4 * 1024 * 1024),
         ("grpc.max_metadata_size", s.max_metadata_bytes),
         ("grpc.absolute_max_metadata_size", s.max_metadata_bytes),
-        # Off, so no other process can bind our port and take a share of the connections.
-        ("grpc.so_reuseport", 0),
+        # Off, so no other process can bind our port and take a share of the connections;
+        # on only for `piigate serve --workers N`, whose workers share it on purpose.
+        ("grpc.so_reuseport", int(share_port)),
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_timeout_ms", 20_000),
         ("grpc.http2.max_pings_without_data", 0),
@@ -132,8 +133,13 @@ async def start_gateway(
     listen: ListenAddress | None = None,
     clock: Callable[[], float] = time.time,
     audit: AuditSink | None = None,
+    worker: int | None = None,
 ) -> RunningGateway:
-    """Build every part from `config`, start serving, and return the running gateway."""
+    """Build every part from `config`, start serving, and return the running gateway.
+
+    `worker` (0..N-1) is set for `piigate serve --workers N`: the port is shared with the
+    other workers, and each keeps its own audit trail (`PATH.<worker>`) and metrics port
+    (`metrics_listen` port + worker, when not 0)."""
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=config.vault.max_connections, ttl_dns_cache=300),
         raise_for_status=False,
@@ -156,7 +162,10 @@ async def start_gateway(
     metrics.counter("piigate_decisions_total", "Detokenize outcomes by profile and reason")
     # Hash-chained (`piigate audit verify FILE` finds the first broken link); a trail
     # whose tail is damaged, or that another process is writing, stops start-up.
-    sink = audit or ChainedJsonLinesSink.open(config.audit.path, config.audit.fsync)
+    audit_path = config.audit.path
+    if audit_path is not None and worker is not None:
+        audit_path = audit_path.with_name(f"{audit_path.name}.{worker}")
+    sink = audit or ChainedJsonLinesSink.open(audit_path, config.audit.fsync)
     pipeline = DetokenizationPipeline(
         callers=BearerCallerAuthenticator(verifier, config.caller, issuers),
         profiles=ProfileIndex(config.profiles),
@@ -171,7 +180,7 @@ async def start_gateway(
     )
 
     server = grpc.aio.server(
-        options=server_options(config),
+        options=server_options(config, share_port=worker is not None),
         maximum_concurrent_rpcs=config.server.max_concurrent_rpcs,
     )
     detokenization_pb2_grpc.add_DetokenizationServiceServicer_to_server(
@@ -193,10 +202,11 @@ async def start_gateway(
     running._closers += [s.aclose for s in sources.values()]
     running._tasks.append(asyncio.create_task(readiness.run()))
     metrics.gauges(readiness.gauges)
-    if config.server.metrics_listen is not None:
-        runner, url = await start_http_app(
-            metrics_app(metrics, readiness.report), config.server.metrics_listen
-        )
+    metrics_listen = config.server.metrics_listen
+    if metrics_listen is not None:
+        if worker is not None and metrics_listen.port:
+            metrics_listen = ListenAddress(metrics_listen.host, metrics_listen.port + worker)
+        runner, url = await start_http_app(metrics_app(metrics, readiness.report), metrics_listen)
         running.metrics_url = url
         running._closers.append(runner.cleanup)
     return running
@@ -204,6 +214,13 @@ async def start_gateway(
 
 def _add_port(server: grpc.aio.Server, config: GatewayConfig, listen: ListenAddress | None) -> int:
     address = str(listen or config.server.listen)
+    try:
+        return _bind(server, config, address)
+    except RuntimeError as exc:  # grpc reports a failed bind this way
+        raise AddressInUse(address) from exc
+
+
+def _bind(server: grpc.aio.Server, config: GatewayConfig, address: str) -> int:
     tls = config.server.tls
     if tls is None:
         port: int = server.add_insecure_port(address)

@@ -10,9 +10,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from piigate.addresses import ListenAddress, parse_listen
+from piigate.addresses import AddressInUse, ListenAddress, parse_listen
 from piigate.audit_chain import AuditChainError
 from piigate.config import ConfigError, GatewayConfig, load_config
+from piigate.workers import cpu_count, supervise
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help="gateway processes sharing the port (0: one per available core)",
+    )
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,18 +41,24 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"config: {problem}", file=sys.stderr)
         return 2
+    workers = args.workers if args.workers > 0 else cpu_count()
+    if workers > 1 and args.worker_index is None:
+        listen = args.listen or config.server.listen
+        return supervise(args.config, listen, workers, ["--log-level", args.log_level])
     try:
         with asyncio.Runner(loop_factory=loop_factory(config.server.event_loop)) as runner:
-            runner.run(_serve(config, args.listen))
+            runner.run(_serve(config, args.listen, args.worker_index))
     except AuditChainError as exc:
         print(f"audit: {exc}", file=sys.stderr)
+        return 2
+    except AddressInUse as exc:
+        print(f"cannot listen on {exc}: the address is in use", file=sys.stderr)
         return 2
     return 0
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop (libuv) runs grpc.aio and aiohttp markedly faster than the default loop
-    (see README "Performance"); "asyncio" keeps the standard one."""
+    """uvloop (libuv) or the standard loop; measured in README "Performance"."""
     if name != "uvloop":
         return None
     import uvloop
@@ -54,10 +66,12 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-async def _serve(config: GatewayConfig, listen: ListenAddress | None) -> None:
+async def _serve(
+    config: GatewayConfig, listen: ListenAddress | None, worker: int | None
+) -> None:
     from piigate.bootstrap import start_gateway  # the gRPC stack is imported only to serve
 
-    gateway = await start_gateway(config, listen=listen)
+    gateway = await start_gateway(config, listen=listen, worker=worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
