@@ -75,8 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--loop",
         choices=("asyncio", "uvloop"),
-        default="asyncio",
-        help="event loop of echo and reference; keep it piigate's (asyncio)",
+        default="uvloop",
+        help="event loop of echo and reference; keep it piigate's (server.event_loop, "
+        "uvloop by default)",
     )
     add("--profile", action="store_true", help="py-spy piigate under load after the runs")
     add("--profile-inflight", type=int, default=16, help="calls in flight while profiling")
@@ -199,7 +200,7 @@ def method_notes(args: argparse.Namespace) -> list[str]:
         f"load: {args.load}; {args.connections} HTTP/2 connections at most; closed loop",
         "pinned: server on CPU 0; vault, issuer, generator on CPU 1" if not args.no_pin
         else "not pinned",
-        f"echo and reference loop: {args.loop}; piigate: its own (asyncio.run in piigate serve)",
+        f"echo and reference loop: {args.loop}; piigate: server.event_loop (uvloop unless set)",
         f"tokens: {args.fresh_per_level} fresh per level; asked repeat share "
         f"{args.repeat_share}; support share {args.support_share}",
     ]  # fmt: skip
