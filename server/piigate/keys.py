@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import json
 import logging
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.exceptions import PyJWTError
+
+from piigate import strictjson
 
 log = logging.getLogger(__name__)
 
@@ -113,19 +114,6 @@ class KeySet:
 
 
 # --- parse_jwks (pure) -------------------------------------------------------------------
-def _reject_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise JwksInvalid("duplicate_member")
-        result[name] = value
-    return result
-
-
-def _refuse_constant(_: str) -> Any:
-    raise JwksInvalid("not_json")
-
-
 def parse_jwks(document: bytes, allowed_algorithms: Collection[str]) -> KeySet:
     """Parse a JWKS document into the keys piigate may verify with.
 
@@ -137,14 +125,10 @@ def parse_jwks(document: bytes, allowed_algorithms: Collection[str]) -> KeySet:
     """
     allowed = frozenset(allowed_algorithms) & ASYMMETRIC_ALGORITHMS
     try:
-        parsed = json.loads(
-            document.decode("utf-8"),
-            object_pairs_hook=_reject_duplicate_members,
-            parse_constant=_refuse_constant,
-        )
+        parsed = strictjson.loads(document)
+    except strictjson.DuplicateMember as exc:
+        raise JwksInvalid("duplicate_member") from exc
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, JwksInvalid):
-            raise
         raise JwksInvalid("not_json") from exc
     if not isinstance(parsed, dict) or not isinstance(parsed.get("keys"), list):
         raise JwksInvalid("no_keys_array")

@@ -42,7 +42,6 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import json
 import math
 import re
 from collections.abc import Collection, Mapping
@@ -61,6 +60,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import Algorithm, get_default_algorithms
 from jwt.exceptions import PyJWTError
 
+from piigate import strictjson
 from piigate.errors import (
     TokenAlgorithmNotAllowed,
     TokenAudienceInvalid,
@@ -236,24 +236,6 @@ class UnverifiedIdentity:
 
 
 # --- structure (step 2) ------------------------------------------------------------------
-class _DuplicateMember(ValueError):
-    pass
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise _DuplicateMember(name)
-        result[name] = value
-    return result
-
-
-def _refuse_constant(_: str) -> Any:
-    # NaN, Infinity, -Infinity: Python's json extensions, not JSON (RFC 8259 §6).
-    raise ValueError("non-standard JSON constant")
-
-
 def _b64url_decode(segment: str) -> bytes:
     """Strict base64url (RFC 7515 §2): unpadded, alphabet only, canonical trailing bits."""
     if len(segment) % 4 == 1 or not _BASE64URL.fullmatch(segment):
@@ -269,11 +251,7 @@ def _b64url_decode(segment: str) -> bytes:
 
 def _json_object(data: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(
-            data.decode("utf-8"),
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_refuse_constant,
-        )
+        value = strictjson.loads(data)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise TokenMalformed() from exc
     if not isinstance(value, dict):

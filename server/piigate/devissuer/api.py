@@ -15,13 +15,13 @@ behind the CLI's refusal to listen on a non-loopback address).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from piigate import strictjson
 from piigate.addresses import is_loopback_host
 from piigate.devissuer.claims import RequestRejected, parse_user_token_request
 from piigate.devissuer.config import IssuerConfig
@@ -180,23 +180,9 @@ async def _token_parameters(request: web.Request) -> list[tuple[str, object]]:
 
 async def _json_body(request: web.Request) -> object:
     try:
-        return await request.json(loads=_strict_loads)
+        return await request.json(loads=strictjson.loads)
     except (ValueError, UnicodeDecodeError) as exc:
         raise OAuthError("invalid_request", "the body is not valid JSON") from exc
-
-
-def _strict_loads(text: str) -> object:
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [k for k, _ in pairs]
-        if len(keys) != len(set(keys)):
-            raise ValueError("duplicate key")  # §3.2 spirit: no parameter twice
-        return dict(pairs)
-
-    return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=_no_constant)
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _public_cache(issuer: DevIssuer) -> dict[str, str]:
