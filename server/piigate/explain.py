@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,8 @@ import aiohttp
 
 from piigate.caller import Caller
 from piigate.claims import claim_values, granted_scopes
-from piigate.config import ConfigError, GatewayConfig, Profile, load_config
+from piigate.config import GatewayConfig, Profile
+from piigate.config_cli import load_or_report
 from piigate.errors import GatewayError
 from piigate.peer import PeerIdentity
 from piigate.pii_claim import pii_token_id
@@ -169,11 +169,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"config: {problem}", file=sys.stderr)
+    config = load_or_report(args.config)
+    if config is None:
         return 2
     token = (args.subject_token if args.subject_token is not None
              else args.subject_token_file.read_text().strip())

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from piigate.addresses import AddressInUse, ListenAddress, parse_listen
 from piigate.audit_chain import AuditChainError
-from piigate.config import ConfigError, GatewayConfig, load_config
+from piigate.config import GatewayConfig
+from piigate.config_cli import load_or_report
 from piigate.workers import cpu_count, supervise
 
 
@@ -35,11 +36,8 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"config: {problem}", file=sys.stderr)
+    config = load_or_report(args.config)
+    if config is None:
         return 2
     workers = args.workers if args.workers > 0 else cpu_count()
     if workers > 1 and args.worker_index is None:
