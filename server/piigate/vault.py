@@ -11,7 +11,6 @@ hold values) is ever put into an error, a log line or a metric.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -153,9 +152,3 @@ def vault_timeout(deadline_s: float | None, cap_s: float, vault_timeout_s: float
     the server-side cap, and the vault's own timeout."""
     budget = min(cap_s, vault_timeout_s)
     return budget if deadline_s is None else max(0.0, min(budget, deadline_s))
-
-
-async def close_quietly(session: aiohttp.ClientSession) -> None:
-    """Close the pool; give aiohttp's transports a moment to finish (its documented advice)."""
-    await session.close()
-    await asyncio.sleep(0)
