@@ -160,6 +160,8 @@ async def start_gateway(
     issuers = {i.name: i for i in config.issuers}
     metrics = Metrics()
     metrics.counter("piigate_decisions_total", "Detokenize outcomes by profile and reason")
+    metrics.counter("piigate_denied_claims_total",
+                    "subject tokens carrying a claim on their issuer's deny list")
     # Hash-chained (`piigate audit verify FILE` finds the first broken link); a trail
     # whose tail is damaged, or that another process is writing, stops start-up.
     audit_path = config.audit.path

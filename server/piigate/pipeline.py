@@ -239,7 +239,7 @@ class DetokenizationPipeline:
         self._abuse.admit(profile, caller, subject, now)
         if profile.bind_tokens:
             # The vault itself then refuses a token tagged for someone else.
-            item.binding = binding_tag(issuer.issuer, subject.subject)
+            item.binding = binding_tag(issuer.issuer, subject.subject, issuer.binding_key)
 
     async def _read_all(self, items: list[_Item], time_remaining_s: float | None) -> None:
         """One vault call per group of items that can share it: same properties, reason
@@ -322,6 +322,11 @@ class DetokenizationPipeline:
     async def _record_failure(self, trail: _Trail, exc: Exception) -> None:
         """Count and audit a refusal; a sink failure must not mask the original error (no
         PII is being returned), but it is logged for the operator."""
+        if isinstance(exc, TokenCarriesDeniedClaim):
+            # An alert of its own: the identity provider is leaking PII into tokens.
+            self._metrics.inc("piigate_denied_claims_total",
+                              issuer=str(trail.facts.get("subject_iss")),
+                              claim=exc.metadata.get("claim", "-"))
         if isinstance(exc, GatewayError):
             outcome = "denied" if exc.code in _DENIED_CODES else "failed"
             event = trail.event(outcome, exc.reason, event=_EVENTS.get(type(exc)))

@@ -52,6 +52,22 @@ async def test_token_bound_to_another_user_is_refused_by_the_vault() -> None:
             "binding_failure", "denied", "auth0|alice")
 
 
+async def test_keyed_binding_tags_need_the_same_key_on_both_sides() -> None:
+    key = "binding-key-made-for-this-test"
+    bound = {"profiles": {"support": {"bind_tokens": True}}}
+    async with running_stack(gateway_overrides=bound, migration_binding_key=key.encode(),
+                             dev_issuer_extra={"binding_key_env": "TEST_BINDING_KEY"},
+                             environ_extra={"TEST_BINDING_KEY": key}) as stack:
+        support = await stack.caller("support-tool")
+        assert (await support.detokenize(stack.user_token("alice")))["ssn"].value == "***-**-1234"
+    # The gateway without the key computes the unkeyed tag, which the vault token lacks.
+    async with running_stack(gateway_overrides=bound,
+                             migration_binding_key=key.encode()) as unkeyed:
+        support = await unkeyed.caller("support-tool")
+        await expect(support.detokenize(unkeyed.user_token("alice")), PermissionDenied,
+                     "TOKEN_BINDING_MISMATCH")
+
+
 async def test_deny_listed_claim_in_a_token_is_refused_and_reported() -> None:
     async with running_stack(dev_issuer_extra={
             "denied_claims": ["ssn", "https://example.com/ssn"]}) as stack:
@@ -67,6 +83,9 @@ async def test_deny_listed_claim_in_a_token_is_refused_and_reported() -> None:
         assert stack.gateway.metrics.value(
             "piigate_decisions_total", outcome="denied", reason="TOKEN_CARRIES_DENIED_CLAIM",
             profile="support") == 1
+        assert stack.gateway.metrics.value(
+            "piigate_denied_claims_total", issuer=stack.issuer.issuer,
+            claim="https://example.com/ssn") == 1
 
 
 async def test_caller_rate_limit_answers_resource_exhausted_with_retry_info() -> None:

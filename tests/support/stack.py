@@ -95,6 +95,8 @@ async def running_stack(
     clock: Callable[[], float] = time.time,
     audit_file: Path | None = None,
     dev_issuer_extra: Mapping[str, Any] | None = None,
+    migration_binding_key: bytes | None = None,
+    environ_extra: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """Start vault, issuer and gateway with `people` migrated; `vault_url` points the
     gateway elsewhere (faults); `gateway_overrides` merge into the gateway's config."""
@@ -115,6 +117,7 @@ async def running_stack(
                     http, target, issuer.signer, record, subject=f"auth0|{person}",
                     audience=demo.FHIR_AUDIENCE,
                     scope="openid launch/patient patient/Patient.read", azp="fhir-app",
+                    binding_key=migration_binding_key,
                 )
 
         data = tomllib.loads(
@@ -127,6 +130,7 @@ async def running_stack(
         for section, values in (gateway_overrides or {}).items():
             data[section] = _merge(data.get(section, {}), values)
         environ = {env: getattr(secrets, attr) for env, attr in VAULT_KEY_ENV.items()}
+        environ.update(environ_extra or {})
         config = parse_config(data, environ, Path("."))
         audit_stream = io.StringIO()
         sink = (ChainedJsonLinesSink.open(audit_file, fsync=False) if audit_file

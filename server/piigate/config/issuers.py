@@ -24,6 +24,7 @@ _KEYS = {
     "max_lifetime_s", "max_age_s", "pii_token_claim", "client_id_claims", "scope_claims",
     "audience_claims", "jwks_default_ttl_s", "jwks_min_ttl_s", "jwks_max_ttl_s",
     "jwks_stale_if_error_s", "jwks_unknown_kid_cooldown_s", "jwks_timeout_ms", "denied_claims",
+    "binding_key_env", "binding_key_file",
 }  # fmt: skip
 
 
@@ -77,6 +78,8 @@ def _read_issuer(r: Reader, t: Mapping[str, Any], p: str) -> IssuerConfig | None
         caller_audience_in_token=preset.caller_audience_in_token,
         jwks=_jwks(r, t, p),
         denied_claims=r.strings(t, "denied_claims", p, ()),
+        binding_key=r.secret(t, "binding_key", p).encode() or None
+        if "binding_key_env" in t or "binding_key_file" in t else None,
     )
 
 

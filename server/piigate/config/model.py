@@ -114,6 +114,9 @@ class IssuerConfig:
     # Claims that must never be in this issuer's tokens (raw PII an Action should have
     # kept in the vault, e.g. "ssn"): a token carrying one is refused and reported.
     denied_claims: tuple[str, ...] = ()
+    # Keys the binding tag's hash (HMAC-SHA-256) so it cannot be recomputed from iss+sub
+    # by anyone without the key; must match the key the tokenizing Action used.
+    binding_key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-bind", action="store_true", help="do not tag the vault token with the user binding"
     )
+    parser.add_argument(
+        "--binding-key-env", metavar="VAR",
+        help="environment variable holding a key for the binding tag's HMAC (optional)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,6 +90,8 @@ def _migrate(
     from piigate.devissuer.migration import migrate_user
 
     audience: list[str] = args.audience
+    binding_key = (os.environ.get(args.binding_key_env, "").encode() or None
+                   if args.binding_key_env else None)
 
     async def go() -> MigratedUser:
         async with aiohttp.ClientSession() as http:
@@ -99,6 +105,7 @@ def _migrate(
                 scope=args.scope,
                 reason=args.reason,
                 bind=not args.no_bind,
+                binding_key=binding_key,
             )
 
     return asyncio.run(go())

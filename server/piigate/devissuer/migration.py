@@ -98,12 +98,14 @@ async def migrate_user(
     reason: str = "AccountManagement",
     adhoc_reason: str | None = None,
     bind: bool = True,
+    binding_key: bytes | None = None,
     azp: str | None = None,
 ) -> MigratedUser:
     """Store `record` in the vault, tokenize it, and mint the user's access token.
 
     `issuer` is an in-process `DevIssuer` or the base URL of a running dev issuer.
-    `bind=False` leaves the binding tag off the vault token.
+    `bind=False` leaves the binding tag off the vault token; `binding_key` keys its hash
+    (the gateway must then be given the same key: the issuer's `binding_key_env`).
     """
     if reason not in REASONS:
         raise ValueError(f"reason must be one of {', '.join(sorted(REASONS))}")
@@ -120,7 +122,7 @@ async def migrate_user(
 
     tokenize: dict[str, Any] = {"type": "pointer", "object": {"id": object_id}}
     if bind:
-        tokenize["tags"] = [binding_tag(iss, subject)]
+        tokenize["tags"] = [binding_tag(iss, subject, binding_key)]
     tokens = await _post(http, vault, "tokenize", "tokens", reason, adhoc_reason, [tokenize])
     token_id = (
         tokens[0].get("token_id")
