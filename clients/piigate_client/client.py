@@ -140,7 +140,7 @@ class DetokenizationClient:
     ) -> Detokenized:
         """Exchange the user's access token for the fields this caller's profile allows."""
         request = _request(subject_token, fields, reason, adhoc_reason)
-        metadata = _authorization(self._credential() if self._credential else None)
+        metadata = self._metadata()
         try:
             response = self._stub.Detokenize(
                 request, timeout=timeout_s or self._timeout_s, metadata=metadata
@@ -161,7 +161,7 @@ class DetokenizationClient:
         """Many users in one call: a result or a typed error per token, in order. The call
         itself raises only for the caller's own failure or a malformed batch."""
         request = _batch_request(subject_tokens, fields, reason, adhoc_reason)
-        metadata = _authorization(self._credential() if self._credential else None)
+        metadata = self._metadata()
         try:
             response = self._stub.BatchDetokenize(
                 request, timeout=timeout_s or self._timeout_s, metadata=metadata
@@ -169,6 +169,9 @@ class DetokenizationClient:
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
         return _batch_results(response)
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return _authorization(self._credential() if self._credential else None)
 
     def close(self) -> None:
         self._channel.close()
@@ -215,10 +218,7 @@ class AsyncDetokenizationClient:
     ) -> Detokenized:
         """Exchange the user's access token for the fields this caller's profile allows."""
         request = _request(subject_token, fields, reason, adhoc_reason)
-        token = self._credential() if self._credential else None
-        if inspect.isawaitable(token):
-            token = await token
-        metadata = _authorization(token)
+        metadata = await self._metadata()
         try:
             response = await self._stub.Detokenize(
                 request, timeout=timeout_s or self._timeout_s, metadata=metadata
@@ -239,16 +239,20 @@ class AsyncDetokenizationClient:
         """Many users in one call: a result or a typed error per token, in order. The call
         itself raises only for the caller's own failure or a malformed batch."""
         request = _batch_request(subject_tokens, fields, reason, adhoc_reason)
-        token = self._credential() if self._credential else None
-        if inspect.isawaitable(token):
-            token = await token
+        metadata = await self._metadata()
         try:
             response = await self._stub.BatchDetokenize(
-                request, timeout=timeout_s or self._timeout_s, metadata=_authorization(token)
+                request, timeout=timeout_s or self._timeout_s, metadata=metadata
             )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
         return _batch_results(response)
+
+    async def _metadata(self) -> tuple[tuple[str, str], ...]:
+        token = self._credential() if self._credential else None
+        if inspect.isawaitable(token):
+            token = await token
+        return _authorization(token)
 
     async def close(self) -> None:
         await self._channel.close()
