@@ -13,8 +13,10 @@ verified once. A remembered entry:
 - expires at the token's `exp` (never later, leeway not included);
 - is used only while the issuer's current key set still holds the same key material under
   the same kid (a key removed from the JWKS revokes its cached tokens on the next use);
-- has its claim checks (times, age, type, audience) re-run on every use, so a cache hit
-  can never accept what a full verification would refuse; only the signature is skipped.
+- has its time checks (exp, nbf, iat, age) re-run on every use, so a cache hit can never
+  accept what a full verification would refuse now: the other claim checks (issuer, type,
+  types, audience) depend only on the token and the frozen policy, so their verdict cannot
+  change; only the signature and those are skipped.
 Failures are not remembered. The cache is bounded (LRU beyond `cache_size`).
 """
 
@@ -30,9 +32,11 @@ import cachetools
 from piigate.errors import TokenIssuerUnknown, TokenRejected
 from piigate.keys import KeySet
 from piigate.verification import (
+    ClaimDates,
     IssuerPolicy,
     VerifiedToken,
-    check_claims,
+    check_times,
+    claim_dates,
     peek,
     select_key,
     verify,
@@ -52,6 +56,7 @@ class KeySource(Protocol):
 @dataclass(frozen=True, slots=True)
 class _Remembered:
     token: VerifiedToken
+    dates: ClaimDates
     issuer: str
     kid: str | None
     fingerprint: bytes
@@ -101,7 +106,7 @@ class TokenVerifier:
         if digest is not None:
             key = select_key(keys, identity.kid)
             self._remembered[digest] = _Remembered(
-                verified, identity.issuer, identity.kid, key.fingerprint
+                verified, claim_dates(verified), identity.issuer, identity.kid, key.fingerprint
             )
         return verified
 
@@ -119,7 +124,7 @@ class TokenVerifier:
             self._remembered.pop(digest, None)
             return None  # the key is gone or changed: verify from scratch
         try:
-            check_claims(entry.token.header, entry.token.claims, policy, self._clock())
+            check_times(entry.dates, policy, self._clock())
         except TokenRejected as exc:
             self._remembered.pop(digest, None)
             raise type(exc)({**exc.metadata, "issuer": policy.name}) from exc

@@ -180,6 +180,15 @@ class IssuerPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimDates:
+    """A token's NumericDate claims (`_NUMERIC_DATE_CLAIMS`, in that order), None when absent."""
+
+    exp: float | None
+    nbf: float | None
+    iat: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class VerifiedToken:
     """A token whose signature, issuer, type, times and audience have been verified.
 
@@ -437,7 +446,7 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def _check_types(claims: Mapping[str, Any]) -> dict[str, float | None]:
+def _check_types(claims: Mapping[str, Any]) -> ClaimDates:
     for name in _STRING_CLAIMS:
         if name in claims and (not isinstance(claims[name], str) or not claims[name]):
             raise TokenClaimInvalid({"claim": name})
@@ -447,12 +456,12 @@ def _check_types(claims: Mapping[str, Any]) -> dict[str, float | None]:
             isinstance(aud, tuple | list) and all(isinstance(item, str) for item in aud)
         ):
             raise TokenClaimInvalid({"claim": "aud"})
-    return {name: _numeric_date(claims, name) for name in _NUMERIC_DATE_CLAIMS}
+    return ClaimDates(*(_numeric_date(claims, name) for name in _NUMERIC_DATE_CLAIMS))
 
 
-def _check_times(dates: Mapping[str, float | None], policy: IssuerPolicy, now: float) -> None:
+def _check_times(dates: ClaimDates, policy: IssuerPolicy, now: float) -> None:
     leeway = policy.leeway_s
-    exp, nbf, iat = dates["exp"], dates["nbf"], dates["iat"]
+    exp, nbf, iat = dates.exp, dates.nbf, dates.iat
     if exp is not None and now > exp + leeway:
         raise TokenExpired()
     if nbf is not None and now + leeway < nbf:
@@ -470,6 +479,23 @@ def check_claims(
     header: Mapping[str, Any], claims: Mapping[str, Any], policy: IssuerPolicy, now: float
 ) -> VerifiedToken:
     """Steps 8-13 on an authenticated header and claims; `now` in seconds since the epoch."""
+    return _check_frozen(_freeze(header), _freeze(claims), policy, now)
+
+
+def claim_dates(token: VerifiedToken) -> ClaimDates:
+    """The verified token's exp, nbf and iat (already checked to be well-typed)."""
+    return _check_types(token.claims)
+
+
+def check_times(dates: ClaimDates, policy: IssuerPolicy, now: float) -> None:
+    """Step 12 alone: the only check whose verdict on a verified token changes over time
+    (the verified-token cache re-runs it on every use)."""
+    _check_times(dates, policy, now)
+
+
+def _check_frozen(
+    header: Mapping[str, Any], claims: Mapping[str, Any], policy: IssuerPolicy, now: float
+) -> VerifiedToken:
     if "iss" not in claims:
         raise TokenClaimMissing({"claim": "iss"})
     if not isinstance(claims["iss"], str):
@@ -488,13 +514,10 @@ def check_claims(
         token_audiences = (aud,) if isinstance(aud, str) else tuple(aud or ())
         if not any(audience in token_audiences for audience in policy.audiences):
             raise TokenAudienceInvalid()
-    expires_at = dates["exp"]
+    expires_at = dates.exp
     assert expires_at is not None  # "exp" is always required (IssuerPolicy)
     return VerifiedToken(
-        issuer_name=policy.name,
-        header=_freeze(header),
-        claims=_freeze(claims),
-        expires_at=expires_at,
+        issuer_name=policy.name, header=header, claims=claims, expires_at=expires_at
     )
 
 
@@ -507,6 +530,6 @@ def verify(token: str, keys: KeySet, policy: IssuerPolicy, now: float) -> Verifi
         header, claims = verify_signature(
             token, keys, policy.algorithms, max_bytes=policy.max_token_bytes
         )
-        return check_claims(header, claims, policy, now)
+        return _check_frozen(header, claims, policy, now)  # verify_signature froze them
     except TokenRejected as exc:
         raise type(exc)({**exc.metadata, "issuer": policy.name}) from exc

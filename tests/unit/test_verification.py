@@ -35,6 +35,8 @@ from piigate.verification import (
     IssuerPolicy,
     TypRule,
     VerifiedToken,
+    check_times,
+    claim_dates,
     peek,
     peek_issuer,
     verify,
@@ -664,6 +666,35 @@ def test_time_boundaries(
         check(tok, now=now)
     else:
         rejects(error, tok, now=now)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"nbf": NOW - 5}, {"iat": NOW - 500}, {"exp": NOW + 60.5, "iat": NOW - 0.25}],
+    ids=["plain", "nbf", "older", "fractional"],
+)
+@pytest.mark.parametrize("max_age_s", [None, 600])
+def test_time_only_recheck_agrees_with_full_verification(
+    overrides: dict[str, Any], max_age_s: int | None
+) -> None:
+    """The verified-token cache re-runs only the time checks on a hit; at every instant
+    that must give full verification's verdict (same error type, or none)."""
+    tok = token(**overrides)
+    rules = policy(max_age_s=max_age_s)
+    dates = claim_dates(verify(tok, KEYS, rules, NOW))
+    for offset in (-7200, -1, 0, 1, 99, 100, 101, 539, 540, 541, 599, 600, 601, 3630, 3631):
+        now = NOW + offset
+        try:
+            verify(tok, KEYS, rules, now)
+            expected: type[TokenRejected] | None = None
+        except TokenRejected as exc:
+            expected = type(exc)
+        try:
+            check_times(dates, rules, now)
+            found: type[TokenRejected] | None = None
+        except TokenRejected as exc:
+            found = type(exc)
+        assert found is expected, (offset, found, expected)
 
 
 def test_zero_leeway() -> None:
