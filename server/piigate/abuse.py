@@ -50,23 +50,30 @@ class AbuseGuard:
         self, profile: Profile, caller: Caller, subject: VerifiedToken, now: float
     ) -> None:
         """Raise RateLimited, DistinctSubjectsExceeded or TokenReplayed; else admit."""
-        caller_key = (profile.name, _caller_id(caller))
-        subject_hash = hash_subject(subject.issuer, subject.subject, self._secret)
         limiter = self._limiters.get(profile.name)
-        if limiter is not None:
-            decision = limiter.check(caller_key, (profile.name, subject_hash), now)
-            if not decision.allowed:
-                raise RateLimited(decision.retry_after_s,
-                                  {"profile": profile.name, "limit": str(decision.limit)})
         window = self._windows.get(profile.name)
-        if window is not None and not window.observe(caller_key, subject_hash, now):
-            raise DistinctSubjectsExceeded({"profile": profile.name})
+        if limiter is not None or window is not None:
+            self._check_limits(profile, caller, subject, now, limiter, window)
         if profile.one_time_tokens:
             # Consumed last, when everything else has passed: a refused call must not
             # burn the user's token.
             if subject.jti is None:
                 raise TokenClaimMissing({"claim": "jti", "token_role": "subject"})
             self._replay.first_use(subject.issuer, subject.jti, subject.expires_at)
+
+    def _check_limits(
+        self, profile: Profile, caller: Caller, subject: VerifiedToken, now: float,
+        limiter: RateLimiter | None, window: DistinctSubjectWindow | None,
+    ) -> None:
+        caller_key = (profile.name, _caller_id(caller))
+        subject_hash = hash_subject(subject.issuer, subject.subject, self._secret)
+        if limiter is not None:
+            decision = limiter.check(caller_key, (profile.name, subject_hash), now)
+            if not decision.allowed:
+                raise RateLimited(decision.retry_after_s,
+                                  {"profile": profile.name, "limit": str(decision.limit)})
+        if window is not None and not window.observe(caller_key, subject_hash, now):
+            raise DistinctSubjectsExceeded({"profile": profile.name})
 
 
 def _caller_id(caller: Caller) -> str:
