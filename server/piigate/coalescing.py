@@ -66,6 +66,8 @@ class CoalescingVault:
     async def detokenize(self, query: DetokenizeQuery, timeout_s: float) -> Answer:
         key = _shape(query)
         batch = self._open.get(key)
+        if batch is None and self._inflight.get(key, 0) < self._max_inflight:
+            return await self._alone(key, query, timeout_s)
         if batch is None:
             batch = _Batch(dataclasses.replace(query, token_ids=()))
             self._open[key] = batch
@@ -82,6 +84,30 @@ class CoalescingVault:
         except TimeoutError as exc:
             raise VaultTimeout() from exc
         return {t: answer[t] for t in query.token_ids if t in answer}
+
+    async def _alone(self, key: tuple[object, ...], query: DetokenizeQuery,
+                     timeout_s: float) -> Answer:
+        """Rule 1's common case, a request with no company: it makes its own call in its
+        own task, under its own deadline (no shared future, no extra task). It still
+        counts as a call under way, so others of its shape gather behind it."""
+        self._inflight[key] = self._inflight.get(key, 0) + 1
+        self.vault_calls += 1
+        try:
+            async with asyncio.timeout(timeout_s):  # rule 3, whatever the client does
+                return await self._vault.detokenize(query, timeout_s)
+        except TimeoutError as exc:
+            raise VaultTimeout() from exc
+        finally:
+            self._finished(key)
+
+    def _finished(self, key: tuple[object, ...]) -> None:
+        """A call of shape `key` is over: send what gathered behind it."""
+        self._inflight[key] -= 1
+        if not self._inflight[key]:
+            del self._inflight[key]
+        waiting = self._open.get(key)
+        if waiting is not None:
+            self._send(key, waiting)
 
     def _send(self, key: tuple[object, ...], batch: _Batch) -> None:
         if self._open.get(key) is not batch:
@@ -106,12 +132,7 @@ class CoalescingVault:
         else:
             batch.done.set_result(answer)
         finally:
-            self._inflight[key] -= 1
-            if not self._inflight[key]:
-                del self._inflight[key]
-            waiting = self._open.get(key)
-            if waiting is not None:
-                self._send(key, waiting)  # what gathered while this call was out
+            self._finished(key)  # sends what gathered while this call was out
         # Members that already gave up on their deadline never retrieve the outcome.
         batch.done.exception()
 

@@ -56,6 +56,19 @@ async def test_a_lone_request_is_sent_at_once() -> None:
     assert await pending == {"t1": {"ssn.mask": "masked-t1"}}
 
 
+async def test_a_lone_request_keeps_its_deadline_and_frees_its_shape() -> None:
+    vault = FakeVault(delay_s=5)  # ignores the timeout it is given
+    coalescer = CoalescingVault(vault, max_wait_s=5, max_inflight=1)
+    with pytest.raises(VaultTimeout):
+        await asyncio.wait_for(coalescer.detokenize(query("t1"), 0.05), 2)
+    # The timed-out call no longer counts as under way: the next request goes at once.
+    vault.delay_s = 0
+    assert await asyncio.wait_for(coalescer.detokenize(query("t2"), 1), 2) == {
+        "t2": {"ssn.mask": "masked-t2"}
+    }
+    assert [c.token_ids for c in vault.calls] == [("t1",), ("t2",)]
+
+
 async def test_identical_tokens_share_one_lookup_and_unknown_ids_stay_absent() -> None:
     vault = FakeVault(delay_s=0.05)
     coalescer = CoalescingVault(vault, max_wait_s=5, max_inflight=1)
