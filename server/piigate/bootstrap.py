@@ -127,19 +127,37 @@ class RunningGateway:
         self._closers.clear()
 
 
-async def start_gateway(
+@dataclass
+class GatewayParts:
+    """Everything behind the gRPC server: the pipeline and what it holds open."""
+
+    pipeline: DetokenizationPipeline
+    sources: dict[str, KeySource]
+    metrics: Metrics
+    vault: VaultClient | CoalescingVault
+    _closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for close in reversed(self._closers):
+            await close()
+        self._closers.clear()
+
+
+def build_parts(
     config: GatewayConfig,
     *,
-    listen: ListenAddress | None = None,
     clock: Callable[[], float] = time.time,
     audit: AuditSink | None = None,
     worker: int | None = None,
-) -> RunningGateway:
-    """Build every part from `config`, start serving, and return the running gateway.
-
-    `worker` (0..N-1) is set for `piigate serve --workers N`: the port is shared with the
-    other workers, and each keeps its own audit trail (`PATH.<worker>`) and metrics port
-    (`metrics_listen` port + worker, when not 0)."""
+) -> GatewayParts:
+    """The pipeline and its parts, built from `config` (inside a running event loop)."""
+    # Hash-chained (`piigate audit verify FILE` finds the first broken link); a trail
+    # whose tail is damaged, or that another process is writing, stops start-up. Opened
+    # first, so that failing here leaves nothing else open.
+    audit_path = config.audit.path
+    if audit_path is not None and worker is not None:
+        audit_path = audit_path.with_name(f"{audit_path.name}.{worker}")
+    sink = audit or ChainedJsonLinesSink.open(audit_path, config.audit.fsync)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=config.vault.max_connections, ttl_dns_cache=300),
         raise_for_status=False,
@@ -162,12 +180,6 @@ async def start_gateway(
     metrics.counter("piigate_decisions_total", "Detokenize outcomes by profile and reason")
     metrics.counter("piigate_denied_claims_total",
                     "subject tokens carrying a claim on their issuer's deny list")
-    # Hash-chained (`piigate audit verify FILE` finds the first broken link); a trail
-    # whose tail is damaged, or that another process is writing, stops start-up.
-    audit_path = config.audit.path
-    if audit_path is not None and worker is not None:
-        audit_path = audit_path.with_name(f"{audit_path.name}.{worker}")
-    sink = audit or ChainedJsonLinesSink.open(audit_path, config.audit.fsync)
     pipeline = DetokenizationPipeline(
         callers=BearerCallerAuthenticator(verifier, config.caller, issuers),
         profiles=ProfileIndex(config.profiles),
@@ -180,35 +192,59 @@ async def start_gateway(
         metrics=metrics,
         abuse=AbuseGuard(config.profiles, ReplayGuard(clock)),
     )
+    parts = GatewayParts(pipeline, sources, metrics, vault)
+    parts._closers += [session.close, sink.close]
+    if isinstance(vault, CoalescingVault):
+        parts._closers.append(vault.aclose)
+    parts._closers += [s.aclose for s in sources.values()]
+    return parts
 
+
+async def start_gateway(
+    config: GatewayConfig,
+    *,
+    listen: ListenAddress | None = None,
+    clock: Callable[[], float] = time.time,
+    audit: AuditSink | None = None,
+    worker: int | None = None,
+) -> RunningGateway:
+    """Build every part from `config`, start serving, and return the running gateway.
+
+    `worker` (0..N-1) is set for `piigate serve --workers N`: the port is shared with the
+    other workers, and each keeps its own audit trail (`PATH.<worker>`) and metrics port
+    (`metrics_listen` port + worker, when not 0)."""
+    parts = build_parts(config, clock=clock, audit=audit, worker=worker)
     server = grpc.aio.server(
         options=server_options(config, share_port=worker is not None),
         maximum_concurrent_rpcs=config.server.max_concurrent_rpcs,
     )
     detokenization_pb2_grpc.add_DetokenizationServiceServicer_to_server(
-        DetokenizationService(pipeline, config.server.max_batch_size), server
+        DetokenizationService(parts.pipeline, config.server.max_batch_size), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = _add_port(server, config, listen)
-    readiness = IssuerReadiness(sources, health_servicer, ("", SERVICE_NAME))
+    try:
+        port = _add_port(server, config, listen)
+    except BaseException:
+        await parts.aclose()
+        raise
+    readiness = IssuerReadiness(parts.sources, health_servicer, ("", SERVICE_NAME))
     await readiness.publish()  # NOT_SERVING until every issuer's keys are in
     await server.start()
-    running = RunningGateway(server, port, health_servicer, metrics, readiness)
-    running._closers += [session.close, sink.close]
-    if isinstance(vault, CoalescingVault):
-        running._closers.append(vault.aclose)
-    running._closers += [s.aclose for s in sources.values()]
+    running = RunningGateway(server, port, health_servicer, parts.metrics, readiness)
+    running._closers.append(parts.aclose)
     running._tasks.append(asyncio.create_task(readiness.run()))
-    metrics.gauges(readiness.gauges)
+    parts.metrics.gauges(readiness.gauges)
     metrics_listen = config.server.metrics_listen
     if metrics_listen is not None:
         if worker is not None and metrics_listen.port:
             metrics_listen = ListenAddress(metrics_listen.host, metrics_listen.port + worker)
-        runner, url = await start_http_app(metrics_app(metrics, readiness.report), metrics_listen)
+        runner, url = await start_http_app(
+            metrics_app(parts.metrics, readiness.report), metrics_listen
+        )
         running.metrics_url = url
         running._closers.append(runner.cleanup)
     return running
