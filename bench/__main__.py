@@ -110,8 +110,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--support-share must be in [0, 1]" if not 0 <= args.support_share <= 1 else "",
         "--users must be 1..20000" if not 1 <= args.users <= 20_000 else "",
         "--fresh-per-level must be 1..50000" if not 1 <= args.fresh_per_level <= 50_000 else "",
-        f"--servers: choose from {servers.SERVERS}"
-        if not args.server_list or set(args.server_list) - set(servers.SERVERS) else "",
+        f"--servers: choose from {servers.SERVERS + servers.OPTIONAL_SERVERS}"
+        if not args.server_list
+        or set(args.server_list) - set(servers.SERVERS + servers.OPTIONAL_SERVERS) else "",
     ]  # fmt: skip
     if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         problems.append("--loop uvloop: uvloop is not installed (pip install uvloop)")

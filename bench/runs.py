@@ -39,7 +39,7 @@ def measure(
     result = run(spec, stack.work, measuring, None if args.no_pin else HELPER_CPU)
     server_cpu = cpu_seconds(server.pid) - before.get("server", 0.0)
     vault_cpu = cpu_seconds(stack.vault.pid) - before.get("vault", 0.0)
-    outcomes = audit.since_mark() if kind == "piigate" else None
+    outcomes = audit.since_mark() if kind.startswith("piigate") else None
     sent = result.sent if args.load == "h2client" else result.calls
     row = report.Row(
         server=kind, inflight=inflight, rate=result.rate,

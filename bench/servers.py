@@ -3,7 +3,9 @@ the benchmark reads from them.
 
 - `echo`: `bench.echo_server`, the gRPC framework's ceiling;
 - `reference`: `bench.reference_gateway`, a straightforward gateway;
-- `piigate`: `python -m piigate serve` with the demo's gateway configuration.
+- `piigate`: `python -m piigate serve` with the demo's gateway configuration;
+- on request only (`--servers`): `echo-threads` and `piigate-threads`, the same two under
+  grpc's synchronous thread-pool server (`bench.threaded`), to compare server models.
 
 All three answer the same proto; the two gateways talk to the same vault with the same
 keys and profiles. `preflight` checks, with the real generated stubs, that a server
@@ -26,6 +28,8 @@ from piigate_client.v1 import detokenization_pb2 as pb
 from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
 
 SERVERS = ("echo", "reference", "piigate")
+OPTIONAL_SERVERS = ("echo-threads", "piigate-threads")
+THREADS = 16  # handler threads of the thread-pool variants
 PIIGATE_AUDIT = "piigate-audit.jsonl"
 
 
@@ -61,13 +65,21 @@ def start_server(
         argv = ["-m", "bench.reference_gateway", "--issuer", stack.iss,
                 "--vault", stack.vault_url, "--loop", loop]  # fmt: skip
         return start_child("reference", argv, work, env=env, cpu=cpu)
-    if kind == "piigate":
+    if kind == "echo-threads":
+        argv = ["-m", "bench.threaded", "echo", "--threads", str(THREADS)]
+        return start_child(kind, argv, work, cpu=cpu)
+    if kind in ("piigate", "piigate-threads"):
         config = demo.gateway_config(stack.iss, stack.vault_url, work / PIIGATE_AUDIT)
         (work / "gateway.toml").write_text(with_settings(config, piigate_settings))
         env = {
             "PIIGATE_DEMO_VAULT_KEY_FHIR": stack.secrets.vault_fhir,
             "PIIGATE_DEMO_VAULT_KEY_SUPPORT": stack.secrets.vault_support,
         }
+        if kind == "piigate-threads":
+            # Its key sets are fetched before it announces its port.
+            argv = ["-m", "bench.threaded", "piigate", "--config", "gateway.toml",
+                    "--threads", str(THREADS), "--loop", loop]  # fmt: skip
+            return start_child(kind, argv, work, env=env, cpu=cpu)
         argv = ["-m", "piigate", "serve", "--config", "gateway.toml",
                 "--listen", "127.0.0.1:0", "--log-level", "WARNING"]  # fmt: skip
         child = start_child("piigate", argv, work, env=env, cpu=cpu)
@@ -77,7 +89,9 @@ def start_server(
             child.stop()
             raise
         return child
-    raise ValueError(f"unknown server {kind!r}; choose from {', '.join(SERVERS)}")
+    raise ValueError(
+        f"unknown server {kind!r}; choose from {', '.join(SERVERS + OPTIONAL_SERVERS)}"
+    )
 
 
 def preflight(
@@ -96,7 +110,7 @@ def preflight(
             except grpc.RpcError as exc:
                 problems.append(f"{token.caller}: {exc.code().name} {exc.details()}")
                 continue
-            if kind != "echo" and not _as_expected(answer, token):
+            if not kind.startswith("echo") and not _as_expected(answer, token):
                 problems.append(f"{token.caller}: unexpected answer for user {token.user}")
     return problems
 
