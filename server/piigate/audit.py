@@ -21,6 +21,10 @@ from typing import IO, Protocol
 
 from piigate.errors import AuditUnavailable
 
+# `json.dumps(obj, separators=(",", ":"), sort_keys=True)` (ASCII only, the default), built
+# once: `json.dumps` with any non-default argument builds a new encoder on every call.
+JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
 
 @dataclass(frozen=True, slots=True)
 class FieldDisclosure:
@@ -49,10 +53,11 @@ class AuditEvent:
     error_reason: str | None = None
     event: str = "disclosure"
 
-    def to_json(self) -> str:
-        """One compact JSON object; `time` in RFC 3339 UTC with milliseconds. Unset facts
-        are left out. (Built field by field: `dataclasses.asdict` deep-copies, and this
-        runs once per call.)"""
+    def to_dict(self) -> dict[str, object]:
+        """The members of the event's JSON object, ready for `json.dumps`: a fresh dict
+        the caller may extend (the chained sink adds `prev`). `time` is RFC 3339 UTC with
+        milliseconds; unset facts are left out. (Built field by field: `dataclasses.asdict`
+        deep-copies, and this runs once per call.)"""
         data: dict[str, object] = {}
         for name in _EVENT_FIELDS:
             value = getattr(self, name)
@@ -64,7 +69,12 @@ class AuditEvent:
                 {"name": f.name, "disclosure": f.disclosure, **({"note": f.note} if f.note else {})}
                 for f in self.fields
             ]
-        return json.dumps(data, separators=(",", ":"), sort_keys=True)
+        return data
+
+    def to_json(self) -> str:
+        """One compact JSON object with sorted keys and ASCII only: `to_dict` in the
+        canonical form the chained trail hashes (see `piigate.audit_chain`)."""
+        return JSON_ENCODER.encode(self.to_dict())
 
 
 _EVENT_FIELDS = tuple(f.name for f in fields(AuditEvent))

@@ -15,6 +15,11 @@ it, and terminated by one `\\n`. Rules:
 4. One writer per file: the sink holds an exclusive `flock` while open, because two
    writers appending to one file would fork the chain.
 
+Writing. `ChainedJsonLinesSink` serialises each event once, straight from
+`AuditEvent.to_dict` plus `prev`, and hashes the bytes it writes; `chain_line` applies the
+same rule to an event's JSON, for tools and tests. With fsync configured, concurrent
+writers share fsyncs (group commit), and each still returns only once its line is on disk.
+
 What chaining can prove: any edit, deletion, insertion or reordering of lines *before*
 the last one breaks a link, and `verify_chain` names the first broken one. What it cannot:
 cutting lines off the *end* leaves a shorter valid chain, and so does editing the last
@@ -24,9 +29,10 @@ sink's `last_hash`, e.g. shipped to a log service) and pass it as `expect_last`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import hashlib
-import io
 import json
 import os
 import re
@@ -35,12 +41,10 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Literal
+from typing import BinaryIO, Literal
 
-from piigate.audit import AuditEvent, JsonLinesSink
-
-if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
+from piigate.audit import JSON_ENCODER, AuditEvent
+from piigate.errors import AuditUnavailable
 
 GENESIS_HASH = "0" * 64
 # Audit lines are small (no PII, a bounded field list, adhoc_reason <= 256 chars); a last
@@ -52,8 +56,9 @@ LOOKBEHIND_LINES = 4096
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 
-BreakKind = Literal["edited", "edited_or_deleted", "inserted", "reordered", "restarted",
-                    "tail_mismatch"]
+BreakKind = Literal[
+    "edited", "edited_or_deleted", "inserted", "reordered", "restarted", "tail_mismatch"
+]
 
 
 class AuditChainError(Exception):
@@ -78,9 +83,8 @@ def chain_line(event_json: str, prev_hash: str) -> tuple[str, str]:
         raise ValueError("an audit event must be a JSON object")
     if "prev" in event:
         raise ValueError("an audit event must not carry its own prev")
-    event["prev"] = prev_hash
-    line = _canonical(event)
-    return line, line_hash(line.encode("ascii"))
+    line, digest = _chain(event, prev_hash)
+    return line.decode("ascii"), digest
 
 
 def last_hash_of(path: Path) -> str:
@@ -132,8 +136,10 @@ def verify_chain(lines: Iterable[bytes], expect_last: str | None = None) -> Veri
         this_hash = line_hash(line)
         prev = _prev_of(line)
         if prev is None:
-            detail = ("not a well-formed chained audit line "
-                      "(it was edited, or torn by an interrupted write)")
+            detail = (
+                "not a well-formed chained audit line "
+                "(it was edited, or torn by an interrupted write)"
+            )
             return _with_rest(rest, number, this_hash, number, "edited", detail)
         if prev != expected:
             return _classify_break(rest, number, this_hash, prev, expected, recent)
@@ -149,10 +155,21 @@ def verify_chain(lines: Iterable[bytes], expect_last: str | None = None) -> Veri
 class ChainedJsonLinesSink:
     """An `AuditSink` writing chained JSON lines, to a file or stdout.
 
-    It is `piigate.audit.JsonLinesSink` (writing, flushing, fsync, failing closed with
-    AuditUnavailable) over a stream that chains each complete line on its way out. After
-    one failed write it refuses every later one: the file's tail is then unknown, and
-    chaining on a guess would break the chain silently; a restart re-reads the real tail.
+    A write serialises its event once (`AuditEvent.to_dict` plus `prev`, in the canonical
+    form), hashes those bytes and hands the line to `target` in one write and flush; the
+    chain advances only once `target` has taken the line. Writing is synchronous, so
+    concurrent writers still form one chain, in the order they wrote.
+
+    With `fsync`, a write returns only after an fsync that *began after its line was
+    written* has succeeded (PII is returned only after that). Concurrent writers share
+    those fsyncs (group commit): one runs at a time and covers every line written before
+    it began; a writer whose line came later waits for it and then starts (or joins) the
+    next. Under load one fsync covers many events; a lone writer pays exactly one, with no
+    timer added.
+
+    After one failed write or fsync it refuses every later one: the file's tail (or what
+    reached the disk) is then unknown, and chaining on a guess would break the chain
+    silently; a restart re-reads the real tail.
     """
 
     def __init__(
@@ -163,9 +180,18 @@ class ChainedJsonLinesSink:
         owned: bool = False,
         terminate_tail: bool = False,
     ) -> None:
-        self._chain = _ChainingStream(target, last_hash, owned, terminate_tail)
-        text = io.TextIOWrapper(io.BufferedWriter(self._chain), encoding="utf-8", newline="\n")
-        self._lines = JsonLinesSink(text, fsync=fsync, owned=True)
+        self._target = target
+        self._last_hash = last_hash
+        self._fsync = fsync
+        self._owned = owned  # close `target` on close (a file; not stdout)
+        # The file's last line is whole but lacks its newline (a write cut just before
+        # it): end that line before appending, or the next line would be glued to it.
+        self._prefix = b"\n" if terminate_tail else b""
+        self._closed = False
+        self._broken: OSError | None = None  # why every later write is refused
+        self._written = 0  # lines handed to `target` by this sink
+        self._durable = 0  # of those, how many an fsync has covered
+        self._syncing: asyncio.Task[None] | None = None  # the fsync under way, if any
 
     @classmethod
     def open(cls, path: Path | None, fsync: bool) -> ChainedJsonLinesSink:
@@ -181,8 +207,9 @@ class ChainedJsonLinesSink:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise AuditChainError(f"{path}: another process is writing this audit "
-                                      "trail") from None
+                raise AuditChainError(
+                    f"{path}: another process is writing this audit trail"
+                ) from None
             last_hash, terminated = _tail_hash(fd, path)
             target = os.fdopen(fd, "ab")
         except BaseException:
@@ -194,69 +221,104 @@ class ChainedJsonLinesSink:
     def last_hash(self) -> str:
         """The hash of the last line written (or found at open): the value to keep
         elsewhere and later pass to `verify_chain(..., expect_last=...)`."""
-        return self._chain.last_hash
+        return self._last_hash
 
     async def write(self, event: AuditEvent) -> None:
-        await self._lines.write(event)
+        """Append `event`'s chained line; with fsync, return once it is on disk. Raises
+        AuditUnavailable when the line cannot be written or made durable."""
+        mark = self._append(event)
+        if self._fsync:
+            await self._wait_durable(mark)
 
     async def close(self) -> None:
-        await self._lines.close()
-
-
-class _ChainingStream(io.RawIOBase):
-    """A write-only raw stream: each complete line written to it is chained and passed
-    on to `target`. The chain state only advances once `target` has taken the line."""
-
-    def __init__(self, target: BinaryIO, last_hash: str, owned: bool,
-                 terminate_tail: bool) -> None:
-        super().__init__()
-        self.last_hash = last_hash
-        self._target = target
-        self._owned = owned
-        # The file's last line is whole but lacks its newline (a write cut just before
-        # it): end that line before appending, or the next line would be glued to it.
-        self._prefix = b"\n" if terminate_tail else b""
-        self._pending = bytearray()
-        self._failed = False
-
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._target.fileno()
-
-    def write(self, data: ReadableBuffer, /) -> int:
-        if self.closed:
-            raise ValueError("write to a closed audit stream")
-        if self._failed:
-            raise OSError("an earlier audit write failed; the chain's tail is uncertain")
-        self._pending += memoryview(data).tobytes()
-        while (end := self._pending.find(b"\n")) >= 0:
-            event_json = self._pending[:end].decode("utf-8")
-            del self._pending[: end + 1]
-            line, new_hash = chain_line(event_json, self.last_hash)
-            try:
-                self._target.write(self._prefix + line.encode("ascii") + b"\n")
-                self._target.flush()
-            except BaseException:
-                self._failed = True
-                raise
-            self._prefix = b""
-            self.last_hash = new_hash
-        return len(memoryview(data))
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        super().close()
+        """Refuse new writes, let the lines already written become durable (their writers
+        may be waiting for that), then close the file, which releases its lock. Safe to
+        call again, also after a failure."""
+        self._closed = True
+        if self._fsync:
+            with contextlib.suppress(AuditUnavailable):  # the writers got it already
+                await self._wait_durable(self._written)
+        while self._syncing is not None:  # a broken sink's last fsync: never close under it
+            await asyncio.shield(self._syncing)
         if self._owned:
-            self._target.close()  # also releases the flock
+            self._owned = False
+            self._target.close()
+
+    def _append(self, event: AuditEvent) -> int:
+        """Chain `event` and write its line; how many lines are written now, which is
+        the mark this line's durability is measured against."""
+        if self._closed:
+            raise AuditUnavailable() from ValueError("write to a closed audit sink")
+        if self._broken is not None:
+            raise AuditUnavailable() from self._broken
+        try:
+            line, new_hash = _chain(event.to_dict(), self._last_hash)
+        except (OSError, ValueError) as exc:  # nothing written: the chain is intact
+            raise AuditUnavailable() from exc
+        try:
+            self._target.write(self._prefix + line + b"\n")
+            self._target.flush()
+        except BaseException as exc:
+            self._break("an earlier audit write failed; the chain's tail is uncertain", exc)
+            if isinstance(exc, (OSError, ValueError)):
+                raise AuditUnavailable() from exc
+            raise
+        self._prefix = b""
+        self._last_hash = new_hash
+        self._written += 1
+        return self._written
+
+    async def _wait_durable(self, mark: int) -> None:
+        """Return once the first `mark` lines are covered by a successful fsync.
+
+        The running fsync covers this line only if it began after the line was written;
+        if not, once it ends, the first waiter left uncovered starts the next one and
+        the others join it. The fsync is shielded: a cancelled writer must not cancel
+        the fsync other writers are waiting on.
+        """
+        while self._durable < mark:
+            if self._broken is not None:
+                raise AuditUnavailable() from self._broken
+            if self._syncing is None:
+                self._syncing = asyncio.create_task(self._fsync_written())
+            await asyncio.shield(self._syncing)
+
+    async def _fsync_written(self) -> None:
+        """One fsync, covering every line written before it began.
+
+        It never raises, so no failure goes unretrieved when its waiters are gone: a
+        failure breaks the sink, and each waiter raises its own AuditUnavailable. Any
+        failure counts, not only OSError: what reached the disk is then unknown.
+        """
+        covers = self._written
+        try:
+            await asyncio.to_thread(os.fsync, self._target.fileno())
+        except Exception as exc:
+            self._break("an audit fsync failed; earlier lines may not be on disk", exc)
+        else:
+            self._durable = covers
+        finally:
+            self._syncing = None  # before the waiters wake: they may start the next one
+
+    def _break(self, reason: str, cause: BaseException) -> None:
+        """Refuse every later write (the first reason stays)."""
+        if self._broken is None:
+            self._broken = OSError(reason)
+            self._broken.__cause__ = cause
+
+
+def _chain(event: dict[str, object], prev_hash: str) -> tuple[bytes, str]:
+    """The chained line (without newline) for `event` after `prev_hash`, and its hash.
+    Adds `prev` to `event` in place."""
+    event["prev"] = prev_hash
+    line = _canonical(event).encode("ascii")
+    return line, line_hash(line)
 
 
 def _canonical(event: dict[str, object]) -> str:
-    # The same serialisation as AuditEvent.to_json, so chaining adds `prev` and changes
-    # nothing else.
-    return json.dumps(event, separators=(",", ":"), sort_keys=True)
+    """The format's one serialisation (compact, keys sorted, ASCII only): the same as
+    `AuditEvent.to_json`, so chaining adds `prev` and changes nothing else."""
+    return JSON_ENCODER.encode(event)
 
 
 def _strip_newline(raw: bytes) -> bytes:
@@ -291,17 +353,26 @@ def _tail_hash(fd: int, path: Path) -> tuple[str, bool]:
     body = _strip_newline(tail)
     cut = body.rfind(b"\n")
     if cut < 0 and start > 0:
-        raise AuditChainError(f"{path}: the last line is longer than {MAX_LINE_BYTES} bytes; "
-                              "run `piigate audit verify`")
-    last = body[cut + 1:]
+        raise AuditChainError(
+            f"{path}: the last line is longer than {MAX_LINE_BYTES} bytes; "
+            "run `piigate audit verify`"
+        )
+    last = body[cut + 1 :]
     if _prev_of(last) is None:
-        raise AuditChainError(f"{path}: the last line is not a chained audit line (a torn "
-                              "write, or not a chained trail); run `piigate audit verify`")
+        raise AuditChainError(
+            f"{path}: the last line is not a chained audit line (a torn "
+            "write, or not a chained trail); run `piigate audit verify`"
+        )
     return line_hash(last), terminated
 
 
-def _scan(rest: Iterator[bytes], number: int, last_hash: str, find_hash: str | None = None,
-          find_prev: str | None = None) -> tuple[int, str, int | None, int | None]:
+def _scan(
+    rest: Iterator[bytes],
+    number: int,
+    last_hash: str,
+    find_hash: str | None = None,
+    find_prev: str | None = None,
+) -> tuple[int, str, int | None, int | None]:
     """Read the remaining lines: their count and last hash, and the first line hashing to
     `find_hash` and the first whose prev is `find_prev`."""
     with_hash: int | None = None
@@ -317,53 +388,71 @@ def _scan(rest: Iterator[bytes], number: int, last_hash: str, find_hash: str | N
     return number, last_hash, with_hash, with_prev
 
 
-def _with_rest(rest: Iterator[bytes], number: int, this_hash: str, broken_at: int,
-               kind: BreakKind, detail: str) -> VerifyResult:
+def _with_rest(
+    rest: Iterator[bytes], number: int, this_hash: str, broken_at: int, kind: BreakKind, detail: str
+) -> VerifyResult:
     total, last_hash, _, _ = _scan(rest, number, this_hash)
     return VerifyResult(total, last_hash, broken_at, kind, detail)
 
 
-def _classify_break(rest: Iterator[bytes], number: int, this_hash: str, prev: str,
-                    expected: str, recent: OrderedDict[str, int]) -> VerifyResult:
+def _classify_break(
+    rest: Iterator[bytes],
+    number: int,
+    this_hash: str,
+    prev: str,
+    expected: str,
+    recent: OrderedDict[str, int],
+) -> VerifyResult:
     """Line `number` claims predecessor `prev` where `expected` stands: say what happened.
 
     Order matters: a swap also looks like an insertion, so "reordered" is tried first.
     """
     if prev == GENESIS_HASH:
-        detail = ("a second chain starts here (prev is the genesis hash): lines before it "
-                  "were deleted, or another chain was appended")
+        detail = (
+            "a second chain starts here (prev is the genesis hash): lines before it "
+            "were deleted, or another chain was appended"
+        )
         return _with_rest(rest, number, this_hash, number, "restarted", detail)
     if prev in recent:  # the line links back past its predecessor
         anchor = recent[prev]
-        detail = (f"{_lines_phrase(anchor + 1, number - 1)} not part of the chain "
-                  f"(inserted): line {number} links to line {anchor}")
+        detail = (
+            f"{_lines_phrase(anchor + 1, number - 1)} not part of the chain "
+            f"(inserted): line {number} links to line {anchor}"
+        )
         return _with_rest(rest, number, this_hash, anchor + 1, "inserted", detail)
     total, last_hash, with_hash, with_prev = _scan(rest, number, this_hash, prev, expected)
     if with_hash is not None:
         detail = f"out of order: the line it follows is line {with_hash}"
         return VerifyResult(total, last_hash, number, "reordered", detail)
     if with_prev is not None:
-        detail = (f"{_lines_phrase(number, with_prev - 1)} not part of the chain "
-                  f"(inserted): line {with_prev} links to line {number - 1}")
+        detail = (
+            f"{_lines_phrase(number, with_prev - 1)} not part of the chain "
+            f"(inserted): line {with_prev} links to line {number - 1}"
+        )
         return VerifyResult(total, last_hash, number, "inserted", detail)
     if number == 1:
-        detail = ("its prev is not the genesis hash: lines were deleted before it, "
-                  "or it was edited")
+        detail = "its prev is not the genesis hash: lines were deleted before it, or it was edited"
     else:
-        detail = (f"it does not follow line {number - 1}: line {number - 1} was edited, "
-                  "lines were deleted between them, or this line's prev was altered")
+        detail = (
+            f"it does not follow line {number - 1}: line {number - 1} was edited, "
+            "lines were deleted between them, or this line's prev was altered"
+        )
     return VerifyResult(total, last_hash, number, "edited_or_deleted", detail)
 
 
-def _tail_mismatch(number: int, last_hash: str, expect_last: str,
-                   recent: OrderedDict[str, int]) -> VerifyResult:
+def _tail_mismatch(
+    number: int, last_hash: str, expect_last: str, recent: OrderedDict[str, int]
+) -> VerifyResult:
     if expect_last in recent:
         anchor = recent[expect_last]
-        detail = (f"{_lines_phrase(anchor + 1, number)} after the expected last line "
-                  f"{anchor} (appended)")
+        detail = (
+            f"{_lines_phrase(anchor + 1, number)} after the expected last line {anchor} (appended)"
+        )
         return VerifyResult(number, last_hash, anchor + 1, "tail_mismatch", detail)
-    detail = (f"the chain ends at line {number} with hash {last_hash}, not the expected "
-              f"{expect_last}: lines were cut off the end, or line {number} was edited")
+    detail = (
+        f"the chain ends at line {number} with hash {last_hash}, not the expected "
+        f"{expect_last}: lines were cut off the end, or line {number} was edited"
+    )
     return VerifyResult(number, last_hash, number + 1, "tail_mismatch", detail)
 
 

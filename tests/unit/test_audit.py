@@ -50,3 +50,23 @@ async def test_a_sink_that_cannot_write_raises_audit_unavailable() -> None:
     stream.close()
     with pytest.raises(AuditUnavailable):
         await JsonLinesSink(stream).write(event())
+
+
+def test_to_json_is_to_dict_in_compact_sorted_ascii_form() -> None:
+    e = AuditEvent(time=1700000000.5, request_id="r1", outcome="allowed", caller="Zoë",
+                   fields=(FieldDisclosure("dob", "redacted", note="step-up unmet"),))
+    data = e.to_dict()
+    assert e.to_json() == json.dumps(data, separators=(",", ":"), sort_keys=True)
+    assert e.to_json() == (
+        '{"caller":"Zo\\u00eb","event":"disclosure","fields":[{"disclosure":"redacted",'
+        '"name":"dob","note":"step-up unmet"}],"outcome":"allowed","request_id":"r1",'
+        '"time":"2023-11-14T22:13:20.500+00:00"}'
+    )
+
+
+def test_to_dict_is_a_fresh_dict_each_time() -> None:
+    e = event()
+    first = e.to_dict()
+    first["prev"] = "0" * 64  # what the chained sink does with it
+    assert "prev" not in e.to_dict()
+    assert json.loads(e.to_json()) == e.to_dict()

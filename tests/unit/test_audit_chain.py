@@ -265,6 +265,71 @@ async def test_the_sink_writes_a_verifiable_chain_owner_only(tmp_path: Path) -> 
     assert path.stat().st_mode & 0o777 == 0o600
 
 
+def varied_events() -> list[AuditEvent]:
+    """Events exercising the serialisation: unset facts, notes, non-ASCII text (escaped),
+    quotes, control characters, an empty field list, a denial."""
+    return [
+        event(1),
+        AuditEvent(time=1.0, request_id="r2", outcome="denied",
+                   error_reason="CALLER_WITHOUT_PROFILE"),
+        AuditEvent(time=1700000000.0005, request_id="r3", outcome="allowed", batch_id="b1",
+                   caller="Zoë's app", caller_peer="spiffe://example.org/ns/app",
+                   subject_sub="用户-1 😀", adhoc_reason='said "urgent"\n\ttab\\slash\u2028',
+                   fields=(FieldDisclosure("dob", "redacted", note="step-up unmet"),
+                           FieldDisclosure("név", "masked"))),
+        AuditEvent(time=1700000002.25, request_id="r4", outcome="failed",
+                   fields=[], event="rate_limited", jti=""),
+    ]
+
+
+def expected_file(events: list[AuditEvent], prev: str = GENESIS_HASH) -> bytes:
+    """What the trail must hold, built the slow documented way: `chain_line` over
+    `to_json`."""
+    out = b""
+    for e in events:
+        line, prev = chain_line(e.to_json(), prev)
+        out += line.encode("ascii") + b"\n"
+    return out
+
+
+async def test_the_sink_writes_exactly_what_chain_line_defines(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    events = varied_events()
+    sink = ChainedJsonLinesSink.open(path, fsync=True)
+    for e in events:
+        await sink.write(e)
+    await sink.close()
+    data = path.read_bytes()
+    assert data == expected_file(events)
+    assert data.isascii()
+    result = verify_chain(data.splitlines(keepends=True))
+    assert (result.ok, result.lines, result.last_hash) == (True, 4, sink.last_hash)
+
+
+async def test_a_reopened_trail_chains_on_from_its_tail_byte_for_byte(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    events = varied_events()
+    await write_all(path, events[:2])
+    await write_all(path, events[2:])
+    assert path.read_bytes() == expected_file(events)
+
+
+async def test_an_unterminated_tail_gets_its_newline_and_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    events = varied_events()
+    await write_all(path, events[:2])
+    path.write_bytes(path.read_bytes()[:-1])  # a write cut just before its newline
+    await write_all(path, events[2:])
+    assert path.read_bytes() == expected_file(events)
+
+
+async def write_all(path: Path, events: list[AuditEvent]) -> None:
+    sink = ChainedJsonLinesSink.open(path, fsync=False)
+    for e in events:
+        await sink.write(e)
+    await sink.close()
+
+
 async def test_the_chain_continues_across_restarts(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     first_last = await write_events(path, range(1, 3))
@@ -368,12 +433,12 @@ async def test_after_a_failed_write_the_sink_stays_closed(tmp_path: Path) -> Non
     sink = ChainedJsonLinesSink(target)  # type: ignore[arg-type]  # a duck-typed BinaryIO
     with pytest.raises(AuditUnavailable):
         await sink.write(event(1))
-    with pytest.raises(AuditUnavailable):
+    with pytest.raises(AuditUnavailable) as refused:
         await sink.write(event(2))
-    assert target.data == b""
+    assert "tail is uncertain" in str(refused.value.__cause__)
+    assert (target.calls, target.data) == (1, b"")  # the second line was never tried
     assert sink.last_hash == GENESIS_HASH
-    with pytest.raises(OSError, match="tail is uncertain"):
-        await sink.close()
+    await sink.close()  # shutting down still works (the gateway's other closers run)
 
 
 async def test_stdout_starts_a_chain_at_genesis(capfdbinary: pytest.CaptureFixture[bytes]) -> None:
