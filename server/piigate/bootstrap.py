@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent import futures
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -21,6 +22,7 @@ from piigate.abuse import AbuseGuard
 from piigate.addresses import AddressInUse, ListenAddress
 from piigate.audit import AuditSink
 from piigate.audit_chain import ChainedJsonLinesSink
+from piigate.bridge import BridgedService
 from piigate.caller import BearerCallerAuthenticator
 from piigate.coalescing import CoalescingVault
 from piigate.config import GatewayConfig, IssuerConfig
@@ -107,9 +109,9 @@ def key_source(
 class RunningGateway:
     """A started gateway: its port, health, metrics, and how to stop it."""
 
-    server: grpc.aio.Server
+    server: grpc.Server
     port: int
-    health: health.aio.HealthServicer
+    health: health.HealthServicer
     metrics: Metrics
     readiness: IssuerReadiness
     metrics_url: str | None = None
@@ -118,8 +120,10 @@ class RunningGateway:
 
     async def stop(self, grace_s: float | None) -> None:
         """Stop accepting, drain in-flight calls for up to `grace_s`, release resources."""
-        await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_s)
+        self.health.enter_graceful_shutdown()
+        # In-flight calls still need the event loop to finish: wait for the drain in a
+        # thread while the loop goes on serving them.
+        await asyncio.to_thread(self.server.stop(grace_s).wait)
         for task in self._tasks:
             task.cancel()
         for close in reversed(self._closers):
@@ -214,14 +218,18 @@ async def start_gateway(
     other workers, and each keeps its own audit trail (`PATH.<worker>`) and metrics port
     (`metrics_listen` port + worker, when not 0)."""
     parts = build_parts(config, clock=clock, audit=audit, worker=worker)
-    server = grpc.aio.server(
+    # grpc's thread-pool server; the pipeline runs on this event loop (piigate.bridge).
+    server = grpc.server(
+        futures.ThreadPoolExecutor(config.server.handler_threads, "piigate-rpc"),
         options=server_options(config, share_port=worker is not None),
         maximum_concurrent_rpcs=config.server.max_concurrent_rpcs,
     )
+    service = DetokenizationService(parts.pipeline, config.server.max_batch_size)
     detokenization_pb2_grpc.add_DetokenizationServiceServicer_to_server(
-        DetokenizationService(parts.pipeline, config.server.max_batch_size), server
+        BridgedService(service, asyncio.get_running_loop(), config.server.request_timeout_s),
+        server,
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -233,7 +241,7 @@ async def start_gateway(
         raise
     readiness = IssuerReadiness(parts.sources, health_servicer, ("", SERVICE_NAME))
     await readiness.publish()  # NOT_SERVING until every issuer's keys are in
-    await server.start()
+    server.start()
     running = RunningGateway(server, port, health_servicer, parts.metrics, readiness)
     running._closers.append(parts.aclose)
     running._tasks.append(asyncio.create_task(readiness.run()))
@@ -250,7 +258,7 @@ async def start_gateway(
     return running
 
 
-def _add_port(server: grpc.aio.Server, config: GatewayConfig, listen: ListenAddress | None) -> int:
+def _add_port(server: grpc.Server, config: GatewayConfig, listen: ListenAddress | None) -> int:
     address = str(listen or config.server.listen)
     try:
         return _bind(server, config, address)
@@ -258,7 +266,7 @@ def _add_port(server: grpc.aio.Server, config: GatewayConfig, listen: ListenAddr
         raise AddressInUse(address) from exc
 
 
-def _bind(server: grpc.aio.Server, config: GatewayConfig, address: str) -> int:
+def _bind(server: grpc.Server, config: GatewayConfig, address: str) -> int:
     tls = config.server.tls
     if tls is None:
         port: int = server.add_insecure_port(address)

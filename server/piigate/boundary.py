@@ -9,8 +9,8 @@ internals, tracebacks and values never reach the wire (grpclib's rule).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
-from typing import NoReturn, TypeVar
+from collections.abc import Awaitable, Sequence
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -51,7 +51,20 @@ def rich_status(error: GatewayError) -> status_pb2.Status:
 INTERNAL = status_of(GatewayError())
 
 
-async def guarded(context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
+class CallContext(Protocol):
+    """What the service reads from a call's context, and how it ends a call with a
+    status (`piigate.bridge` provides it from grpc's thread-pool server)."""
+
+    def invocation_metadata(self) -> Sequence[tuple[str, str | bytes]] | None: ...
+
+    def time_remaining(self) -> float | None: ...
+
+    def auth_context(self) -> Any: ...
+
+    async def abort_with_status(self, status: grpc.Status) -> None: ...
+
+
+async def guarded(context: CallContext, call: Awaitable[T]) -> T:
     """Await `call`; turn any failure into the call's status."""
     try:
         return await call
@@ -64,6 +77,6 @@ async def guarded(context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
         await _abort(context, INTERNAL)
 
 
-async def _abort(context: grpc.aio.ServicerContext, status: grpc.Status) -> NoReturn:
+async def _abort(context: CallContext, status: grpc.Status) -> NoReturn:
     await context.abort_with_status(status)
     raise AssertionError("abort_with_status returned")  # pragma: no cover

@@ -46,7 +46,7 @@ class IssuerReadiness:
     def __init__(
         self,
         sources: Mapping[str, KeyStatusSource],
-        health_servicer: health.aio.HealthServicer,
+        health_servicer: health.HealthServicer,
         overall_services: Iterable[str],
     ) -> None:
         self._sources = dict(sources)
@@ -81,7 +81,7 @@ class IssuerReadiness:
         wanted.update({service: overall for service in self._overall})
         for service, status in wanted.items():
             if self._published.get(service) != status:
-                await self._health.set(service, status)
+                self._health.set(service, status)  # thread-safe
                 self._published[service] = status
 
     def report(self) -> dict[str, object]:

@@ -1,14 +1,15 @@
 """The gRPC adapter: wire messages in, pipeline, wire messages out.
 
-Translation only; every decision is made in the stages behind the pipeline.
+Translation only; every decision is made in the stages behind the pipeline. It runs on
+the pipeline's event loop; `piigate.bridge` hands it each call from grpc's handler
+threads.
 """
 
 from __future__ import annotations
 
-import grpc
 from google.rpc import status_pb2
 
-from piigate.boundary import guarded, rich_status
+from piigate.boundary import CallContext, guarded, rich_status
 from piigate.errors import BatchTooLarge, GatewayError, RequestInvalid
 from piigate.peer import peer_identity
 from piigate.pipeline import DetokenizationPipeline, Disclosure
@@ -30,12 +31,12 @@ class DetokenizationService(pb_grpc.DetokenizationServiceServicer):
         self._max_batch_size = max_batch_size
 
     async def Detokenize(
-        self, request: pb.DetokenizeRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DetokenizeRequest, context: CallContext
     ) -> pb.DetokenizeResponse:
         return await guarded(context, self._detokenize(request, context))
 
     async def _detokenize(
-        self, request: pb.DetokenizeRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DetokenizeRequest, context: CallContext
     ) -> pb.DetokenizeResponse:
         disclosure = await self._pipeline.detokenize(
             metadata=tuple(context.invocation_metadata() or ()),
@@ -47,12 +48,12 @@ class DetokenizationService(pb_grpc.DetokenizationServiceServicer):
         return _response(disclosure)
 
     async def BatchDetokenize(
-        self, request: pb.BatchDetokenizeRequest, context: grpc.aio.ServicerContext
+        self, request: pb.BatchDetokenizeRequest, context: CallContext
     ) -> pb.BatchDetokenizeResponse:
         return await guarded(context, self._batch(request, context))
 
     async def _batch(
-        self, request: pb.BatchDetokenizeRequest, context: grpc.aio.ServicerContext
+        self, request: pb.BatchDetokenizeRequest, context: CallContext
     ) -> pb.BatchDetokenizeResponse:
         if not request.subject_tokens:
             raise RequestInvalid({"detail": "no subject tokens"})
@@ -68,7 +69,7 @@ class DetokenizationService(pb_grpc.DetokenizationServiceServicer):
         return pb.BatchDetokenizeResponse(results=[_result(o) for o in outcomes])
 
 
-def _remaining(context: grpc.aio.ServicerContext) -> float | None:
+def _remaining(context: CallContext) -> float | None:
     remaining = context.time_remaining()
     return remaining if remaining is not None and remaining < NO_DEADLINE_S else None
 

@@ -26,7 +26,7 @@ from piigate.config.reader import Reader, http_url, non_empty, positive
 
 _SERVER_KEYS = {
     "listen", "request_timeout_ms", "max_request_bytes", "max_metadata_bytes",
-    "max_concurrent_rpcs", "shutdown_grace_s", "tls_cert_file", "tls_key_file",
+    "max_concurrent_rpcs", "handler_threads", "shutdown_grace_s", "tls_cert_file", "tls_key_file",
     "metrics_listen", "tls_client_ca_file", "tls_require_client_auth", "max_batch_size",
     "event_loop",
 }  # fmt: skip
@@ -90,6 +90,8 @@ def _read_server(r: Reader, data: Mapping[str, Any]) -> ServerConfig:
         shutdown_grace_s=r.get(t, "shutdown_grace_s", "server", float, 10.0, positive),
         metrics_listen=_listen(r, t, "metrics_listen", None) if "metrics_listen" in t else None,
         max_batch_size=r.get(t, "max_batch_size", "server", int, 100, positive),
+        handler_threads=r.get(t, "handler_threads", "server", int, 64,
+                              lambda v: None if 1 <= v <= 1024 else "must be 1..1024"),
         event_loop=r.get(t, "event_loop", "server", str, "uvloop",  # type: ignore[arg-type]
                          lambda v: None if v in ("uvloop", "asyncio") else
                          "must be uvloop or asyncio"),
