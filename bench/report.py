@@ -102,14 +102,18 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join([render(lines[0]), rule, *(render(line) for line in lines[1:])])
 
 
+BASELINES = ("echo", "echo-threads", "reference")
+
+
 def ratios(rows: Sequence[Row]) -> dict[int, dict[str, float]]:
-    """piigate's throughput and p50 against echo and reference, per calls in flight."""
+    """piigate's throughput and p50 against each echo and the reference, per calls in
+    flight."""
     by = {(r.server, r.inflight): r for r in rows}
     out: dict[int, dict[str, float]] = {}
     for (server, inflight), row in by.items():
         if server != "piigate":
             continue
-        for other in ("echo", "reference"):
+        for other in BASELINES:
             base = by.get((other, inflight))
             if base is None or not base.rate:
                 continue
@@ -125,7 +129,7 @@ def ratio_lines(rows: Sequence[Row]) -> list[str]:
         parts = [
             f"piigate/{other} {found[f'rate_vs_{other}']:.2f}x req/s, "
             f"{found[f'p50_vs_{other}']:.2f}x p50"
-            for other in ("echo", "reference")
+            for other in BASELINES
             if f"rate_vs_{other}" in found
         ]
         lines.append(f"{inflight:>3} in flight: " + "; ".join(parts))

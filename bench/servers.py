@@ -1,16 +1,18 @@
-"""The three servers under test, each started as its own process on CPU 0, and the records
-the benchmark reads from them.
+"""The servers under test, each started as its own process on CPU 0, and the records the
+benchmark reads from them.
 
-- `echo`: `bench.echo_server`, the gRPC framework's ceiling;
+- `echo`: `bench.echo_server`, a bare grpc.aio echo: the ceiling the issue measures against;
+- `echo-threads`: the same echo under grpc's thread-pool server, the model piigate serves
+  with (`bench.server_models`): that model's own ceiling;
 - `reference`: `bench.reference_gateway`, a straightforward gateway;
 - `piigate`: `python -m piigate serve` with the demo's gateway configuration;
-- on request only (`--servers`): `echo-threads` and `piigate-threads`, the same two under
-  grpc's synchronous thread-pool server (`bench.threaded`), to compare server models.
+- on request only (`--servers`): `piigate-aio`, piigate's pipeline served by grpc.aio
+  (`bench.server_models`), to keep the choice of server model measurable.
 
-All three answer the same proto; the two gateways talk to the same vault with the same
-keys and profiles. `preflight` checks, with the real generated stubs, that a server
-answers both profiles correctly before any load is measured: a benchmark of a
-misconfigured gateway measures error paths.
+All answer the same proto; the gateways talk to the same vault with the same keys and
+profiles. `preflight` checks, with the real generated stubs, that a server answers both
+profiles correctly before any load is measured: a benchmark of a misconfigured gateway
+measures error paths.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from piigate import demo
 from piigate_client.v1 import detokenization_pb2 as pb
 from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
 
-SERVERS = ("echo", "reference", "piigate")
-OPTIONAL_SERVERS = ("echo-threads", "piigate-threads")
-THREADS = 16  # handler threads of the thread-pool variants
+SERVERS = ("echo", "echo-threads", "reference", "piigate")
+OPTIONAL_SERVERS = ("piigate-aio",)
+THREADS = 64  # echo-threads' handler threads: piigate's default `handler_threads`
 PIIGATE_AUDIT = "piigate-audit.jsonl"
 
 
@@ -66,19 +68,19 @@ def start_server(
                 "--vault", stack.vault_url, "--loop", loop]  # fmt: skip
         return start_child("reference", argv, work, env=env, cpu=cpu)
     if kind == "echo-threads":
-        argv = ["-m", "bench.threaded", "echo", "--threads", str(THREADS)]
+        argv = ["-m", "bench.server_models", kind, "--threads", str(THREADS)]
         return start_child(kind, argv, work, cpu=cpu)
-    if kind in ("piigate", "piigate-threads"):
+    if kind in ("piigate", "piigate-aio"):
         config = demo.gateway_config(stack.iss, stack.vault_url, work / PIIGATE_AUDIT)
         (work / "gateway.toml").write_text(with_settings(config, piigate_settings))
         env = {
             "PIIGATE_DEMO_VAULT_KEY_FHIR": stack.secrets.vault_fhir,
             "PIIGATE_DEMO_VAULT_KEY_SUPPORT": stack.secrets.vault_support,
         }
-        if kind == "piigate-threads":
+        if kind == "piigate-aio":
             # Its key sets are fetched before it announces its port.
-            argv = ["-m", "bench.threaded", "piigate", "--config", "gateway.toml",
-                    "--threads", str(THREADS), "--loop", loop]  # fmt: skip
+            argv = ["-m", "bench.server_models", kind, "--config", "gateway.toml",
+                    "--loop", loop]  # fmt: skip
             return start_child(kind, argv, work, env=env, cpu=cpu)
         argv = ["-m", "piigate", "serve", "--config", "gateway.toml",
                 "--listen", "127.0.0.1:0", "--log-level", "WARNING"]  # fmt: skip
