@@ -8,9 +8,9 @@
    `--users` people into the vault, mints their access tokens for both demo profiles
    (`smart_on_fhir`: user_id raw; `support`: ssn and email masked by the vault) and one
    client-credentials token per calling service.
-2. For each server (`bench.servers`: echo ceiling, reference gateway, piigate), started as
-   its own process on CPU 0 (the vault, the issuer and the load generator share CPU 1),
-   checks a few real calls, then for each calls-in-flight level runs the same load
+2. For each server (`bench.servers`: the two echo ceilings, reference gateway, piigate),
+   started as its own process on CPU 0 (the vault, the issuer and the load generator share
+   CPU 1), checks a few real calls, then for each calls-in-flight level runs the same load
    (`bench.load`): warm-up, a measured phase bounded by `--duration` and `--max-calls`.
 3. Prints the table and the piigate/echo and piigate/reference ratios, and writes the same
    as JSON to bench/results/<UTC timestamp>.json. With `--profile` it then samples piigate

@@ -99,10 +99,28 @@ def _top(counter: Counter[str], total: int, n: int) -> Iterable[str]:
         yield f"  {count / total:6.1%}  {label}"
 
 
+# Leaves where a thread only waits, blocked in C with the GIL released, which py-spy
+# still samples as running: a thread-pool worker waiting for a call, a handler thread
+# waiting for the event loop's answer.
+_WAITS = frozenset({
+    ("_worker", "concurrent/futures/thread.py"), ("Condition.wait", "threading.py"),
+    ("Event.wait", "threading.py"),
+})  # fmt: skip
+
+
 def _thread(frames: list[str]) -> str:
-    # grpc.aio polls its completion queue on a Python thread running Cython code, so that
-    # thread's grpc-core work (HTTP/2, the transport) shows as `Thread.run` self time.
-    if any(frame_name(f)[0].endswith("Thread._bootstrap") for f in frames):
+    names = [frame_name(f) for f in frames]
+    if ("_worker", "concurrent/futures/thread.py") in names:
+        if names[-1] in _WAITS:
+            return "handler threads, waiting (GIL released; not CPU)"
+        return "handler threads (thread-pool server)"
+    if any(function == "_serve" and file.endswith("grpc/_server.py") for function, file in names):
+        # grpc's thread-pool server polls its completion queue from Python into C: its
+        # grpc-core work (HTTP/2, the transport) and its idle waits both show as `_serve`.
+        return "grpc server thread (completion queue: grpc core, C; work and waits)"
+    if any(function.endswith("Thread._bootstrap") for function, _ in names):
+        # grpc.aio polls its completion queue on a Python thread running Cython code, so
+        # that thread's grpc-core work shows as `Thread.run` self time.
         return "other threads (grpc.aio completion-queue poller: grpc core, C)"
     return "main thread (event loop, handlers)"
 
@@ -117,8 +135,13 @@ def summarize(stacks: list[tuple[list[str], int]], top: int = 12) -> list[str]:
     by_area: Counter[str] = Counter()
     self_time: Counter[str] = Counter()
     own: Counter[str] = Counter()
+    waiting = 0
     for frames, count in stacks:
-        threads[_thread(frames)] += count
+        thread = _thread(frames)
+        threads[thread] += count
+        if "waiting" in thread:
+            waiting += count
+            continue  # not CPU: kept out of the areas and functions below
         function, file = frame_name(frames[-1])
         by_area[area(file)] += count
         self_time[f"{function} ({file})"] += count
@@ -132,11 +155,16 @@ def summarize(stacks: list[tuple[list[str], int]], top: int = 12) -> list[str]:
         for label in seen:
             own[label] += count
     lines = [f"{total} samples at {RATE_HZ} Hz (running, not idle), by thread:"]
-    lines += _top(threads, total, 4)
+    lines += _top(threads, total, 5)
+    busy = total - waiting
+    if not busy:
+        return lines
+    if waiting:
+        lines.append(f"below: the {busy} samples that were not waiting")
     lines.append("self time by area (module of the innermost Python frame):")
-    lines += _top(by_area, total, top)
+    lines += _top(by_area, busy, top)
     lines.append("self time by function:")
-    lines += _top(self_time, total, top)
+    lines += _top(self_time, busy, top)
     lines.append("inclusive time of the server's own functions:")
-    lines += _top(own, total, top + 8)
+    lines += _top(own, busy, top + 8)
     return lines

@@ -34,3 +34,23 @@ def test_summary_shares() -> None:
     assert any(line.endswith(poller) for line in lines)
     assert "   50.0%  asyncio" in lines
     assert "   30.0%  verify (piigate/verification.py)" in lines  # inclusive, own code
+
+
+THREADED = """\
+Thread._bootstrap (threading.py:995);_worker (concurrent/futures/thread.py:81) 40
+Thread._bootstrap (threading.py:995);_worker (concurrent/futures/thread.py:83);_call (piigate/bridge.py:110);Condition.wait (threading.py:320) 30
+Thread._bootstrap (threading.py:995);_worker (concurrent/futures/thread.py:83);_call (piigate/bridge.py:105);LoopSideContext.__init__ (piigate/bridge.py:60) 5
+Thread._bootstrap (threading.py:995);_serve (grpc/_server.py:1200) 15
+<module> (piigate/__main__.py:5);Handle._run (asyncio/events.py:80) 10
+"""  # noqa: E501
+
+
+def test_waiting_handler_threads_are_shown_but_kept_out_of_the_cpu_tables() -> None:
+    lines = summarize(parse_collapsed(THREADED))
+    assert "   70.0%  handler threads, waiting (GIL released; not CPU)" in lines
+    assert "    5.0%  handler threads (thread-pool server)" in lines
+    assert any(line.startswith("   15.0%  grpc server thread") for line in lines)
+    assert "below: the 30 samples that were not waiting" in lines
+    # Shares of the 30 busy samples: the event loop 10, the grpc thread 15, a handler 5.
+    assert "   50.0%  _serve (grpc/_server.py)" in lines
+    assert "   16.7%  piigate.bridge" in lines
