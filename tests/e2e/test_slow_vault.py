@@ -57,6 +57,33 @@ async def test_slow_vault_answers_deadline_exceeded_within_the_server_budget() -
         assert stack.audit_events()[-1]["error_reason"] == "VAULT_TIMEOUT"
 
 
+async def test_more_calls_than_handler_threads_each_get_their_own_answer() -> None:
+    """A handler thread holds its call until the answer, so with a slow vault the calls
+    beyond `handler_threads` wait their turn: each still ends with the gateway's own
+    VAULT_TIMEOUT (and its audit event), none with a bare status or a hang."""
+    threads, calls = 2, 7
+    async with delaying_proxy(2.0) as (proxy, upstream), running_stack(
+        vault_url=proxy,
+        gateway_overrides={"server": {"request_timeout_ms": 200, "handler_threads": threads}},
+    ) as stack:
+        upstream.append(stack.vault.base_url)
+        support = await stack.caller("support-tool")
+        token = stack.user_token("alice")
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(
+                *(support.detokenize(token, timeout_s=30) for _ in range(calls)),
+                return_exceptions=True,
+            ),
+            30,
+        )
+        assert all(isinstance(o, DeadlineExceeded) for o in outcomes), outcomes
+        assert {o.reason for o in outcomes if isinstance(o, DeadlineExceeded)} == {
+            "VAULT_TIMEOUT"
+        }
+        reasons = [e["error_reason"] for e in stack.audit_events()[-calls:]]
+        assert reasons == ["VAULT_TIMEOUT"] * calls
+
+
 async def test_graceful_stop_lets_in_flight_calls_finish() -> None:
     async with delaying_proxy(0.5) as (proxy, upstream), running_stack(vault_url=proxy) as stack:
         upstream.append(stack.vault.base_url)

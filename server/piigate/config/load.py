@@ -90,7 +90,7 @@ def _read_server(r: Reader, data: Mapping[str, Any]) -> ServerConfig:
         shutdown_grace_s=r.get(t, "shutdown_grace_s", "server", float, 10.0, positive),
         metrics_listen=_listen(r, t, "metrics_listen", None) if "metrics_listen" in t else None,
         max_batch_size=r.get(t, "max_batch_size", "server", int, 100, positive),
-        handler_threads=r.get(t, "handler_threads", "server", int, 64,
+        handler_threads=r.get(t, "handler_threads", "server", int, 256,
                               lambda v: None if 1 <= v <= 1024 else "must be 1..1024"),
         event_loop=r.get(t, "event_loop", "server", str, "uvloop",  # type: ignore[arg-type]
                          lambda v: None if v in ("uvloop", "asyncio") else

@@ -54,7 +54,7 @@ class ServerConfig:
     metrics_listen: ListenAddress | None  # Prometheus text on http://HOST:PORT/metrics
     max_batch_size: int = 100  # subject tokens in one BatchDetokenize call
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
-    handler_threads: int = 64  # grpc handler threads; each holds one call until it is answered
+    handler_threads: int = 256  # grpc handler threads; each holds one call until it is answered
 
 
 @dataclass(frozen=True, slots=True)
