@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("kind", choices=("echo-threads", "piigate-aio"))
     parser.add_argument("--listen", default="127.0.0.1:0")
     parser.add_argument("--config", type=Path, help="piigate's gateway TOML (piigate-aio)")
-    parser.add_argument("--threads", type=int, default=64, help="echo-threads' handler threads")
+    parser.add_argument("--threads", type=int, default=256, help="echo-threads' handler threads")
     parser.add_argument("--loop", choices=serving.LOOPS, default="uvloop")
     args = parser.parse_args()
     if not 1 <= args.threads <= 1024:

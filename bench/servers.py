@@ -31,7 +31,7 @@ from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
 
 SERVERS = ("echo", "echo-threads", "reference", "piigate")
 OPTIONAL_SERVERS = ("piigate-aio",)
-THREADS = 64  # echo-threads' handler threads: piigate's default `handler_threads`
+THREADS = 256  # echo-threads' handler threads: piigate's default `handler_threads`
 PIIGATE_AUDIT = "piigate-audit.jsonl"
 
 
