@@ -9,17 +9,11 @@ audit sink that cannot write stops disclosure, as HashiCorp Vault does).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Protocol
-
-from piigate.errors import AuditUnavailable
+from typing import Protocol
 
 # `json.dumps(obj, separators=(",", ":"), sort_keys=True)` (ASCII only, the default), built
 # once: `json.dumps` with any non-default argument builds a new encoder on every call.
@@ -87,32 +81,3 @@ class AuditSink(Protocol):
     async def write(self, event: AuditEvent) -> None: ...
 
     async def close(self) -> None: ...
-
-
-class JsonLinesSink:
-    """JSON lines to a stream (stdout) or an append-only file, optionally fsynced."""
-
-    def __init__(self, stream: IO[str], fsync: bool = False, owned: bool = False) -> None:
-        self._stream = stream
-        self._fsync = fsync
-        self._owned = owned
-
-    @classmethod
-    def open(cls, path: Path | None, fsync: bool) -> JsonLinesSink:
-        if path is None:
-            return cls(sys.stdout, fsync=False)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        return cls(os.fdopen(fd, "a", encoding="utf-8"), fsync=fsync, owned=True)
-
-    async def write(self, event: AuditEvent) -> None:
-        try:
-            self._stream.write(event.to_json() + "\n")
-            self._stream.flush()
-            if self._fsync:
-                await asyncio.to_thread(os.fsync, self._stream.fileno())
-        except (OSError, ValueError) as exc:
-            raise AuditUnavailable() from exc
-
-    async def close(self) -> None:
-        if self._owned:
-            self._stream.close()

@@ -77,11 +77,11 @@ async def test_no_pii_or_token_reaches_logs_audit_or_errors(
         seen, used = await drive_every_path(stack)
         texts += seen
         tokens += used
-        texts.append(stack.audit_stream.getvalue())
+        texts.append(stack.audit_text())
         assert len(stack.audit_events()) == 13  # one event per call, allowed or not
     async with running_stack(people=PEOPLE, vault_url=dead_vault) as broken:
         seen, used = await drive_every_path(broken)
-        texts += [*seen, broken.audit_stream.getvalue()]
+        texts += [*seen, broken.audit_text()]
         tokens += used
     captured = capfd.readouterr()
     haystack = "\n".join([*texts, caplog.text, captured.out, captured.err])

@@ -21,7 +21,6 @@ import aiohttp
 
 from piigate import demo
 from piigate.addresses import ListenAddress
-from piigate.audit import JsonLinesSink
 from piigate.audit_chain import ChainedJsonLinesSink
 from piigate.bootstrap import RunningGateway, start_gateway
 from piigate.config import GatewayConfig, parse_config
@@ -49,15 +48,18 @@ class Stack:
     gateway: RunningGateway
     config: GatewayConfig
     users: dict[str, MigratedUser]
-    audit_stream: io.StringIO
+    audit_stream: io.BytesIO  # the chained trail, as the gateway writes it
     _clients: list[AsyncDetokenizationClient] = field(default_factory=list)
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.gateway.port}"
 
+    def audit_text(self) -> str:
+        return self.audit_stream.getvalue().decode("ascii")
+
     def audit_events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.audit_stream.getvalue().splitlines()]
+        return [json.loads(line) for line in self.audit_text().splitlines()]
 
     async def caller_token(self, client_id: str, audience: str = "piigate") -> str:
         return await self.issuer.client_token(
@@ -132,9 +134,9 @@ async def running_stack(
         environ = {env: getattr(secrets, attr) for env, attr in VAULT_KEY_ENV.items()}
         environ.update(environ_extra or {})
         config = parse_config(data, environ, Path("."))
-        audit_stream = io.StringIO()
+        audit_stream = io.BytesIO()
         sink = (ChainedJsonLinesSink.open(audit_file, fsync=False) if audit_file
-                else JsonLinesSink(audit_stream))
+                else ChainedJsonLinesSink(audit_stream))
         gateway = await start_gateway(
             config, listen=ListenAddress("127.0.0.1", 0), audit=sink, clock=clock
         )

@@ -1,4 +1,5 @@
-"""Audit events: JSON lines without PII values, and a sink that fails closed."""
+"""Audit events: JSON lines without PII values, and a sink that fails closed (the chained
+sink piigate writes with; its chaining is tested in test_audit_chain.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from piigate.audit import AuditEvent, FieldDisclosure, JsonLinesSink
+from piigate.audit import AuditEvent, FieldDisclosure
+from piigate.audit_chain import ChainedJsonLinesSink
 from piigate.errors import AuditUnavailable
 
 
@@ -21,12 +23,21 @@ def event() -> AuditEvent:
     )
 
 
+def unchained(line: bytes) -> dict[str, object]:
+    """An audit line without its chain link (`prev`)."""
+    data = json.loads(line)
+    assert isinstance(data, dict)
+    del data["prev"]
+    return data
+
+
 async def test_one_compact_json_line_per_event_with_unset_facts_left_out() -> None:
-    stream = io.StringIO()
-    await JsonLinesSink(stream).write(event())
-    await JsonLinesSink(stream).write(AuditEvent(time=1.0, request_id="r2", outcome="denied",
-                                                 error_reason="CALLER_WITHOUT_PROFILE"))
-    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    stream = io.BytesIO()
+    sink = ChainedJsonLinesSink(stream)
+    await sink.write(event())
+    await sink.write(AuditEvent(time=1.0, request_id="r2", outcome="denied",
+                                error_reason="CALLER_WITHOUT_PROFILE"))
+    first, second = (unchained(line) for line in stream.getvalue().splitlines())
     assert first["fields"] == [{"disclosure": "raw", "name": "user_id"},
                                {"disclosure": "masked", "name": "ssn"}]
     assert first["event"] == "disclosure"
@@ -38,7 +49,7 @@ async def test_one_compact_json_line_per_event_with_unset_facts_left_out() -> No
 async def test_file_sink_appends_with_owner_only_permissions(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     for _ in range(2):
-        sink = JsonLinesSink.open(path, fsync=True)
+        sink = ChainedJsonLinesSink.open(path, fsync=True)
         await sink.write(event())
         await sink.close()
     assert len(path.read_text().splitlines()) == 2
@@ -46,10 +57,10 @@ async def test_file_sink_appends_with_owner_only_permissions(tmp_path: Path) -> 
 
 
 async def test_a_sink_that_cannot_write_raises_audit_unavailable() -> None:
-    stream = io.StringIO()
+    stream = io.BytesIO()
     stream.close()
     with pytest.raises(AuditUnavailable):
-        await JsonLinesSink(stream).write(event())
+        await ChainedJsonLinesSink(stream).write(event())
 
 
 def test_to_json_is_to_dict_in_compact_sorted_ascii_form() -> None:

@@ -24,17 +24,9 @@ from piigate.audit_chain import (
     verify_chain,
 )
 from piigate.errors import AuditUnavailable
+from tests.support.audit_events import numbered_event as event
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def event(n: int) -> AuditEvent:
-    return AuditEvent(
-        time=1700000000.0 + n, request_id=f"r{n}", outcome="allowed", caller="fhir-app",
-        subject_iss="https://issuer/", subject_sub=f"user-{n}", token_id=f"tok-{n}",
-        profile="fhir", reason="AppFunctionality",
-        fields=(FieldDisclosure("user_id", "raw"), FieldDisclosure("ssn", "masked")),
-    )
 
 
 def chained(count: int) -> list[bytes]:

@@ -16,22 +16,13 @@ from pathlib import Path
 import pytest
 
 from piigate import audit_chain
-from piigate.audit import AuditEvent, FieldDisclosure
 from piigate.audit_chain import ChainedJsonLinesSink, verify_chain
 from piigate.errors import AuditUnavailable
+from tests.support.audit_events import numbered_event as event
 
 # Only a guard against a hung test (a sink that never runs, or endlessly retries, the fsync
 # it should): no assertion depends on it.
 HANG_GUARD_S = 30.0
-
-
-def event(n: int) -> AuditEvent:
-    return AuditEvent(
-        time=1700000000.0 + n, request_id=f"r{n}", outcome="allowed", caller="fhir-app",
-        subject_iss="https://issuer/", subject_sub=f"user-{n}", token_id=f"tok-{n}",
-        profile="fhir", reason="AppFunctionality",
-        fields=(FieldDisclosure("user_id", "raw"), FieldDisclosure("ssn", "masked")),
-    )
 
 
 class FsyncRecorder:
