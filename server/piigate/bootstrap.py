@@ -138,7 +138,6 @@ class GatewayParts:
     pipeline: DetokenizationPipeline
     sources: dict[str, KeySource]
     metrics: Metrics
-    vault: VaultClient | CoalescingVault
     _closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -196,7 +195,7 @@ def build_parts(
         metrics=metrics,
         abuse=AbuseGuard(config.profiles, ReplayGuard(clock)),
     )
-    parts = GatewayParts(pipeline, sources, metrics, vault)
+    parts = GatewayParts(pipeline, sources, metrics)
     parts._closers += [session.close, sink.close]
     if isinstance(vault, CoalescingVault):
         parts._closers.append(vault.aclose)
