@@ -239,7 +239,7 @@ async def start_gateway(
         await parts.aclose()
         raise
     readiness = IssuerReadiness(parts.sources, health_servicer, ("", SERVICE_NAME))
-    await readiness.publish()  # NOT_SERVING until every issuer's keys are in
+    readiness.publish()  # NOT_SERVING until every issuer's keys are in
     server.start()
     running = RunningGateway(server, port, health_servicer, parts.metrics, readiness)
     running._closers.append(parts.aclose)

@@ -69,11 +69,11 @@ class IssuerReadiness:
                 for name, result in zip(missing, results, strict=True):
                     if isinstance(result, BaseException):
                         log.warning("issuer %s has no usable keys yet", name)
-            await self.publish()
+            self.publish()
             delay = interval_s if self.ready() else min(delay * 2, interval_s)
             await asyncio.sleep(delay)
 
-    async def publish(self) -> None:
+    def publish(self) -> None:
         statuses = {n: SERVING if s.status().ready else NOT_SERVING
                     for n, s in self._sources.items()}
         overall = SERVING if all(v == SERVING for v in statuses.values()) else NOT_SERVING

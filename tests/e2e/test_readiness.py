@@ -207,7 +207,7 @@ async def test_stale_keys_are_served_within_the_bound_then_refused() -> None:
         assert idp.paths.count("/jwks") > fetches  # a refresh was tried, and failed
         assert await gauge(stack, "piigate_jwks_stale", ISSUER) == 1.0
         assert await gauge(stack, "piigate_jwks_ready", ISSUER) == 1.0
-        await stack.gateway.readiness.publish()
+        stack.gateway.readiness.publish()
         health = await health_of(stack, f"piigate.issuer.{ISSUER}", *OVERALL)
         assert set(health.values()) == {SERVING}
         status, report = await healthz(stack)
@@ -217,7 +217,7 @@ async def test_stale_keys_are_served_within_the_bound_then_refused() -> None:
 
         clock.advance(stale_s + 60)  # past the stale bound: fail closed
         await refused_for_missing_keys(stack, acme_token(stack, idp, clock.now))
-        await stack.gateway.readiness.publish()
+        stack.gateway.readiness.publish()
         health = await health_of(stack, f"piigate.issuer.{ISSUER}", "piigate.issuer.dev",
                                  *OVERALL)
         assert health.pop("piigate.issuer.dev") == SERVING
