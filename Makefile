@@ -9,7 +9,7 @@ BUF    := .tools/node_modules/.bin/buf
 .PHONY: demo test lint typecheck buf-lint gen gen-check pytest bench bench-vault clean
 
 demo: $(STAMP) gen
-	$(PY) -m piigate.demo
+	$(PY) -m piigate_dev.demo
 
 test: lint typecheck buf-lint gen-check pytest
 
@@ -29,7 +29,7 @@ gen-check: $(STAMP)
 	$(PY) protos/generate.py --check
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check server clients tests bench protos
+	$(VENV)/bin/ruff check server clients dev tests bench protos
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

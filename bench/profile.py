@@ -84,13 +84,14 @@ def frame_name(frame: str) -> tuple[str, str]:
 
 
 def area(file: str) -> str:
-    """A frame's file as a reader thinks of it: `piigate/verification.py` → piigate.verification,
-    `aiohttp/client.py` → aiohttp, `asyncio/events.py` → asyncio."""
+    """A frame's file as a reader thinks of it: `piigate/tokens/verification.py` →
+    piigate.tokens.verification, `aiohttp/client.py` → aiohttp, `asyncio/events.py` →
+    asyncio."""
     parts = Path(file).with_suffix("").parts
     if not parts:
         return "?"
-    if parts[0] in ("piigate", "piigate_client", "bench"):
-        return ".".join(parts[:2])
+    if parts[0] in ("piigate", "piigate_client", "piigate_dev", "bench"):
+        return ".".join(parts[:3])
     return parts[0]
 
 

@@ -26,7 +26,7 @@ from bench import serving
 from bench.echo_server import CANNED
 from piigate.bootstrap import build_parts, server_options
 from piigate.config import load_config
-from piigate.service import DetokenizationService
+from piigate.transport.service import DetokenizationService
 from piigate_client.v1 import detokenization_pb2 as pb
 from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import grpc
 
 from bench.stack import SERVER_CPU, Child, Stack, SubjectToken, person, start_child
-from piigate import demo
 from piigate_client.v1 import detokenization_pb2 as pb
 from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
+from piigate_dev import demo
 
 SERVERS = ("echo", "echo-threads", "reference", "piigate")
 OPTIONAL_SERVERS = ("piigate-aio",)

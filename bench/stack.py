@@ -6,7 +6,7 @@ subcommand); its stderr goes to a file in the work folder, shown if it fails to 
 
 The vault and the issuer are started once and shared by every server under test, so each
 gateway talks to the same vault with the same data. Users are seeded the way production
-does it, through `piigate.devissuer.migration.migrate_user` (record into the vault, a
+does it, through `piigate_dev.devissuer.migration.migrate_user` (record into the vault, a
 pointer token bound to the user, an access token carrying only the vault token id).
 """
 
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import aiohttp
 
-from piigate import demo
-from piigate.devissuer.migration import VaultTarget, migrate_user
-from piigate.devissuer.remote import RemoteIssuer
+from piigate_dev import demo
+from piigate_dev.devissuer.migration import VaultTarget, migrate_user
+from piigate_dev.devissuer.remote import RemoteIssuer
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -170,14 +170,15 @@ def start_stack(work: Path, *, pin_cpus: bool) -> Stack:
     cpu = HELPER_CPU if pin_cpus else None
     vault = start_child(
         "vault",
-        ["-m", "piigate", "local-vault", "--listen", "127.0.0.1:0",
+        ["-m", "piigate_dev", "local-vault", "--listen", "127.0.0.1:0",
          "--config", "vault.toml", "--audit", audit.name],
         work, cpu=cpu,
     )  # fmt: skip
     try:
         issuer = start_child(
             "issuer",
-            ["-m", "piigate", "dev-issuer", "--listen", "127.0.0.1:0", "--config", "issuer.toml"],
+            ["-m", "piigate_dev", "dev-issuer", "--listen", "127.0.0.1:0",
+             "--config", "issuer.toml"],
             work, cpu=cpu,
         )  # fmt: skip
     except BaseException:

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.vault_load [--users 1000] [--concurrency 16] [--duration 5]
                                          [--max-calls 100000] [--batch 1] [--pin]
 
-Starts `piigate local-vault` as its own process on 127.0.0.1:0 (in memory, audit log to a
+Starts `piigate-dev local-vault` as its own process on 127.0.0.1:0 (in memory, audit log to a
 temporary file), seeds N users and a pointer token each, then drives
 `GET .../tokens?token_ids=..&props=..` from this process with an aiohttp client, C
 requests in flight, until the duration or the call budget runs out. Prints requests/s,
@@ -56,7 +56,7 @@ async def start_vault(work: Path, pin: bool) -> tuple[asyncio.subprocess.Process
     (work / "vault.toml").write_text(CONFIG)
     stderr = (work / "vault.stderr").open("wb")  # kept out of the report, shown on failure
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "piigate", "local-vault", "--listen", "127.0.0.1:0",
+        sys.executable, "-m", "piigate_dev", "local-vault", "--listen", "127.0.0.1:0",
         "--config", str(work / "vault.toml"), "--audit", str(work / "audit.jsonl"),
         stdout=asyncio.subprocess.PIPE, stderr=stderr,
     )  # fmt: skip

@@ -18,7 +18,7 @@ from bench.stack import (
     mint_user_tokens,
     seed_users,
 )
-from piigate import demo
+from piigate_dev import demo
 
 WARM_TOKENS = 64  # warm-up and preflight tokens, never part of a measured pool
 

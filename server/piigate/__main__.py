@@ -1,5 +1,5 @@
 """`python -m piigate` is the `piigate` command."""
 
-from piigate.cli import main
+from piigate.cli.main import main
 
 raise SystemExit(main())

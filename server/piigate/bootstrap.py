@@ -18,27 +18,27 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from piigate.abuse import AbuseGuard
-from piigate.addresses import AddressInUse, ListenAddress
-from piigate.audit import AuditSink
-from piigate.audit_chain import ChainedJsonLinesSink
-from piigate.bridge import BridgedService
-from piigate.caller import BearerCallerAuthenticator
-from piigate.coalescing import CoalescingVault
+from piigate.audit.chain import ChainedJsonLinesSink
+from piigate.audit.event import AuditSink
 from piigate.config import GatewayConfig, IssuerConfig
-from piigate.discovery import DiscoveredJwks
-from piigate.httpserve import start_http_app
-from piigate.jwks import JwksCache, JwksCacheSettings
-from piigate.metrics import Metrics, metrics_app
+from piigate.identity.caller import BearerCallerAuthenticator
+from piigate.limits.abuse import AbuseGuard
+from piigate.limits.replay import ReplayGuard
 from piigate.pipeline import DetokenizationPipeline, Limits
-from piigate.policy import ProfileIndex
-from piigate.readiness import IssuerReadiness
-from piigate.replay import ReplayGuard
-from piigate.service import DetokenizationService
-from piigate.tls import ReloadingServerCredentials, TlsFiles
-from piigate.tokens import TokenVerifier
-from piigate.vault import VaultClient
-from piigate.verification import IssuerPolicy, TypRule
+from piigate.policy.profiles import ProfileIndex
+from piigate.tokens.discovery import DiscoveredJwks
+from piigate.tokens.jwks import JwksCache, JwksCacheSettings
+from piigate.tokens.verification import IssuerPolicy, TypRule
+from piigate.tokens.verifier import TokenVerifier
+from piigate.transport.addresses import AddressInUse, ListenAddress
+from piigate.transport.bridge import BridgedService
+from piigate.transport.http import start_http_app
+from piigate.transport.metrics import Metrics, metrics_app
+from piigate.transport.readiness import IssuerReadiness
+from piigate.transport.service import DetokenizationService
+from piigate.transport.tls import ReloadingServerCredentials, TlsFiles
+from piigate.vault.client import VaultClient
+from piigate.vault.coalescing import CoalescingVault
 from piigate_client.v1 import detokenization_pb2, detokenization_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ async def start_gateway(
     other workers, and each keeps its own audit trail (`PATH.<worker>`) and metrics port
     (`metrics_listen` port + worker, when not 0)."""
     parts = build_parts(config, clock=clock, audit=audit, worker=worker)
-    # grpc's thread-pool server; the pipeline runs on this event loop (piigate.bridge).
+    # grpc's thread-pool server; the pipeline runs on this event loop (piigate.transport.bridge).
     server = grpc.server(
         futures.ThreadPoolExecutor(config.server.handler_threads, "piigate-rpc"),
         options=server_options(config, share_port=worker is not None),

@@ -2,7 +2,7 @@
 
 Every expected failure on a request's path is a `GatewayError` subclass that carries its
 gRPC status code and its `google.rpc.ErrorInfo` reason. Only the servicer boundary
-(`piigate.boundary`) turns them into statuses; anything that is not a `GatewayError`
+(`piigate.transport.boundary`) turns them into statuses; anything that is not a `GatewayError`
 becomes a bare INTERNAL with no detail.
 
     GatewayError

@@ -19,12 +19,7 @@ from typing import Any
 
 import grpc
 
-from piigate.abuse import AbuseGuard
-from piigate.audit import AuditEvent, AuditSink, FieldDisclosure
-from piigate.binding import binding_tag
-from piigate.caller import Caller, CallerAuthenticator
-from piigate.claims import claim_values, granted_scopes
-from piigate.coalescing import CoalescingVault
+from piigate.audit.event import AuditEvent, AuditSink, FieldDisclosure
 from piigate.config import IssuerConfig, Profile
 from piigate.errors import (
     DistinctSubjectsExceeded,
@@ -33,15 +28,21 @@ from piigate.errors import (
     TokenCarriesDeniedClaim,
     VaultTokenNotFound,
 )
-from piigate.metrics import Metrics
-from piigate.peer import PeerIdentity
-from piigate.pii_claim import pii_token_id
-from piigate.policy import DisclosureRequest, Plan, ProfileIndex, SubjectFacts, decide
-from piigate.shaping import DisclosedValue, shape
-from piigate.subject import refuse_denied_claims, verify_subject
-from piigate.tokens import TokenVerifier
-from piigate.vault import DetokenizeQuery, VaultClient, vault_timeout
-from piigate.verification import VerifiedToken
+from piigate.identity.caller import Caller, CallerAuthenticator
+from piigate.identity.peer import PeerIdentity
+from piigate.identity.pii_claim import pii_token_id
+from piigate.identity.subject import refuse_denied_claims, verify_subject
+from piigate.limits.abuse import AbuseGuard
+from piigate.policy.decision import DisclosureRequest, Plan, SubjectFacts, decide
+from piigate.policy.profiles import ProfileIndex
+from piigate.policy.shaping import DisclosedValue, shape
+from piigate.tokens.claims import claim_values, granted_scopes
+from piigate.tokens.verification import VerifiedToken
+from piigate.tokens.verifier import TokenVerifier
+from piigate.transport.metrics import Metrics
+from piigate.vault.binding import binding_tag
+from piigate.vault.client import DetokenizeQuery, VaultClient, vault_timeout
+from piigate.vault.coalescing import CoalescingVault
 
 log = logging.getLogger(__name__)
 

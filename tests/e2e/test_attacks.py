@@ -16,9 +16,9 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 
-from piigate import demo
 from piigate_client import AsyncDetokenizationClient
 from piigate_client.errors import PiigateError
+from piigate_dev import demo
 from tests.support.jwt_factory import KeyPair, hmac_token, raw_token, rsa_keypair
 from tests.support.stack import Stack, running_stack
 

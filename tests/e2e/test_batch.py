@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from piigate import demo
 from piigate_client import Detokenized
 from piigate_client.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from piigate_dev import demo
 from tests.support.stack import running_stack
 
 
@@ -79,7 +79,7 @@ async def test_bound_items_ask_the_vault_one_by_one() -> None:
 
 
 def _request(**fields: object) -> object:
-    from piigate.devissuer.claims import UserTokenRequest
+    from piigate_dev.devissuer.claims import UserTokenRequest
 
     return UserTokenRequest(audience=demo.SUPPORT_AUDIENCE, scope="openid",  # type: ignore[arg-type]
                             **fields)

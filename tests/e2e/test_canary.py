@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from piigate import demo
-from piigate.devissuer.claims import UserTokenRequest
 from piigate_client.errors import PiigateError
+from piigate_dev import demo
+from piigate_dev.devissuer.claims import UserTokenRequest
 from tests.support.stack import Stack, running_stack
 
 

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from piigate import demo
+from piigate_dev import demo
 from tests.support.stack import Stack, running_stack
 
 

@@ -14,7 +14,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from piigate import demo
 from piigate_client import ClientCredentials, DetokenizationClient
 from piigate_client.errors import (
     FailedPrecondition,
@@ -25,6 +24,7 @@ from piigate_client.errors import (
     Unauthenticated,
     Unavailable,
 )
+from piigate_dev import demo
 from tests.support.stack import Stack, running_stack
 
 
@@ -247,7 +247,7 @@ async def test_blocking_client_with_refreshing_client_credentials(stack: Stack) 
 
 
 def demo_request(**fields: object) -> object:
-    from piigate.devissuer.claims import UserTokenRequest
+    from piigate_dev.devissuer.claims import UserTokenRequest
 
     return UserTokenRequest(scope="openid", **fields)  # type: ignore[arg-type]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from piigate import audit_cli, demo
+from piigate.cli import audit as audit_cli
 from piigate_client.errors import (
     FailedPrecondition,
     PermissionDenied,
@@ -19,6 +19,7 @@ from piigate_client.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from piigate_dev import demo
 from tests.support.stack import running_stack
 
 NOW = 1_900_000_000.0
@@ -180,7 +181,7 @@ async def test_audit_trail_is_hash_chained_and_verifiable(tmp_path: Path,
 
 
 def _request(**fields: Any) -> Any:
-    from piigate.devissuer.claims import UserTokenRequest
+    from piigate_dev.devissuer.claims import UserTokenRequest
 
     fields.setdefault("audience", demo.SUPPORT_AUDIENCE)
     fields.setdefault("scope", "openid")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from piigate import demo
+from piigate_dev import demo
 
 TIMEOUT_S = 60
 
@@ -99,7 +99,7 @@ def _first_line(proc: subprocess.Popen[str]) -> str:
 
 def test_the_demo_runs_end_to_end_and_exits_0() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "piigate.demo"], capture_output=True, text=True,
+        [sys.executable, "-m", "piigate_dev.demo"], capture_output=True, text=True,
         timeout=120, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from piigate import demo
 from piigate_client.errors import PiigateError
+from piigate_dev import demo
 from tests.support.idp import running_fake_idp
 from tests.support.jwt_factory import KeyPair, make_token, rsa_keypair
 from tests.support.stack import running_stack

@@ -20,8 +20,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from piigate import demo
 from piigate_client.errors import PiigateError, Unavailable
+from piigate_dev import demo
 from tests.support.idp import FakeIdp, running_fake_idp
 from tests.support.jwt_factory import make_token, rsa_keypair
 from tests.support.stack import Stack, running_stack

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from piigate.addresses import ListenAddress
-from piigate.httpserve import start_http_app
+from piigate.transport.addresses import ListenAddress
+from piigate.transport.http import start_http_app
 from piigate_client.errors import DeadlineExceeded
 from tests.support.stack import running_stack
 

@@ -10,8 +10,9 @@ import signal
 import sys
 from pathlib import Path
 
-from piigate import audit_cli, demo
+from piigate.cli import audit as audit_cli
 from piigate_client import AsyncDetokenizationClient
+from piigate_dev import demo
 from tests.support.stack import Stack, running_stack
 
 

@@ -15,9 +15,9 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from piigate import bridge
-from piigate.boundary import CallContext, guarded
 from piigate.errors import ScopeMissing
+from piigate.transport import bridge
+from piigate.transport.boundary import CallContext, guarded
 from piigate_client.v1 import detokenization_pb2 as pb
 from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
 
@@ -27,7 +27,7 @@ GUARD_S = 10.0  # bounds every wait in these tests; no assertion depends on it
 
 @dataclass
 class FakeService:
-    """Stands in for `piigate.service.DetokenizationService` on the loop side."""
+    """Stands in for `piigate.transport.service.DetokenizationService` on the loop side."""
 
     behaviour: Callable[[CallContext], Awaitable[pb.DetokenizeResponse]]
     started: asyncio.Event = field(default_factory=asyncio.Event)

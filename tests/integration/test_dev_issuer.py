@@ -12,7 +12,7 @@ import aiohttp
 import jwt
 import pytest
 
-from piigate.devissuer.config import ClientConfig, IssuerConfig
+from piigate_dev.devissuer.config import ClientConfig, IssuerConfig
 from tests.support.devissuer import DevIssuerHandle, IssuerRefused, running_dev_issuer
 
 PII_CLAIM = "https://example.com/pii_token"
@@ -252,7 +252,7 @@ async def test_rotation_then_retire() -> None:
 
 
 async def test_in_process_signer_matches_http_tokens() -> None:
-    from piigate.devissuer.claims import UserTokenRequest
+    from piigate_dev.devissuer.claims import UserTokenRequest
 
     async with running_dev_issuer() as idp:
         token = idp.signer.sign_user_token(UserTokenRequest(sub="u1", pii_token="T", audience="a"))

@@ -14,8 +14,8 @@ import aiohttp
 import jwt
 import pytest
 
-from piigate.cli import SUBCOMMANDS
-from piigate.devissuer import cli, token_cli
+from piigate.cli.main import SUBCOMMANDS
+from piigate_dev.devissuer import cli, token_cli
 from tests.support.devissuer import running_dev_issuer
 
 STARTUP_S = 20.0
@@ -34,14 +34,14 @@ def _dispatcher_ready() -> bool:
 
 COMMANDS = [
     pytest.param(
-        ["-m", "piigate", "dev-issuer"],
+        ["-m", "piigate_dev", "dev-issuer"],
         id="piigate-dev-issuer",
         marks=pytest.mark.skipif(
             not _dispatcher_ready(),
             reason="another piigate subcommand module is not importable yet",
         ),
     ),
-    pytest.param(["-m", "piigate.devissuer.cli"], id="module"),
+    pytest.param(["-m", "piigate_dev.devissuer.cli"], id="module"),
 ]
 
 
@@ -82,7 +82,7 @@ async def test_subprocess_serves_jwks_and_stops_on_sigterm(command: list[str]) -
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="piigate dev-issuer")
+    parser = argparse.ArgumentParser(prog="piigate-dev dev-issuer")
     cli.add_arguments(parser)
     return parser.parse_args(argv)
 
@@ -97,7 +97,7 @@ def test_non_loopback_listen_is_refused(listen: str, capsys: pytest.CaptureFixtu
 
 def test_help_explains_allow_remote() -> None:
     help_text = subprocess.run(
-        [sys.executable, "-m", "piigate.devissuer.cli", "--help"],
+        [sys.executable, "-m", "piigate_dev.devissuer.cli", "--help"],
         capture_output=True,
         text=True,
         timeout=STARTUP_S,
@@ -119,7 +119,7 @@ def test_config_error_exits_2_with_key_path_and_no_traceback(tmp_path: Path) -> 
         [
             sys.executable,
             "-m",
-            "piigate.devissuer.cli",
+            "piigate_dev.devissuer.cli",
             "--listen",
             "127.0.0.1:0",
             "--config",

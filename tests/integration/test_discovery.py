@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from piigate.discovery import DiscoveredJwks, DiscoveryFailed, discover_jwks_uri
 from piigate.errors import IssuerKeysUnavailable
-from piigate.jwks import JwksCacheSettings
+from piigate.tokens.discovery import DiscoveredJwks, DiscoveryFailed, discover_jwks_uri
+from piigate.tokens.jwks import JwksCacheSettings
 from tests.support.idp import FakeIdp, running_fake_idp
 from tests.support.jwt_factory import rsa_keypair
 

@@ -28,9 +28,9 @@ from piigate.errors import (
     TokenSignatureInvalid,
     TokenTooOld,
 )
-from piigate.jwks import JwksCache, JwksCacheSettings
-from piigate.tokens import TokenVerifier
-from piigate.verification import IssuerPolicy, TypRule
+from piigate.tokens.jwks import JwksCache, JwksCacheSettings
+from piigate.tokens.verification import IssuerPolicy, TypRule
+from piigate.tokens.verifier import TokenVerifier
 from tests.support.jwt_factory import (
     KeyPair,
     ec_keypair,
@@ -465,7 +465,7 @@ async def test_repeated_token_is_verified_once(
     verifier: Callable[..., Awaitable[TokenVerifier]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import piigate.tokens as tokens_module
+    import piigate.tokens.verifier as tokens_module
 
     calls = 0
     real_verify = tokens_module.verify  # type: ignore[attr-defined]

@@ -14,9 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from piigate.localvault.boundary import VAULT
-from piigate.localvault.config import VaultConfig
-from piigate.localvault.schema import parse_collection
+from piigate_dev.localvault.boundary import VAULT
+from piigate_dev.localvault.config import VaultConfig
+from piigate_dev.localvault.schema import parse_collection
 from tests.support.localvault import LocalVaultHandle, running_local_vault
 
 USERS_DEFINITION: dict[str, Any] = {

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from piigate.localvault.config import load_vault_config
+from piigate_dev.localvault.config import load_vault_config
 from tests.support.localvault import LocalVaultHandle, running_local_vault
 
 CONFIG = """

@@ -1,4 +1,4 @@
-"""`python -m piigate local-vault` as a real process: serves, answers, stops on SIGTERM."""
+"""`python -m piigate-dev local-vault` as a real process: serves, answers, stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ STOP_TIMEOUT_S = 10
 
 async def start(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "piigate", "local-vault", *args,
+        sys.executable, "-m", "piigate_dev", "local-vault", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip

@@ -13,11 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from piigate.localvault.app import create_vault_app
-from piigate.localvault.config import VaultConfig
-from piigate.localvault.database import WrongDataKey
-from piigate.localvault.datakey import DataKeyFileError
-from piigate.localvault.schema import CollectionSpec, PropertySpec
+from piigate_dev.localvault.app import create_vault_app
+from piigate_dev.localvault.config import VaultConfig
+from piigate_dev.localvault.database import WrongDataKey
+from piigate_dev.localvault.datakey import DataKeyFileError
+from piigate_dev.localvault.schema import CollectionSpec, PropertySpec
 from tests.support.localvault import LocalVaultHandle, running_local_vault
 
 USERS = CollectionSpec(

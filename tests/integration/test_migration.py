@@ -18,11 +18,11 @@ import jwt
 import pytest
 from aiohttp import web
 
-from piigate.addresses import ListenAddress
-from piigate.binding import binding_tag
-from piigate.devissuer import migrate_cli
-from piigate.devissuer.migration import MigratedUser, VaultCallFailed, VaultTarget, migrate_user
-from piigate.httpserve import start_http_app
+from piigate.transport.addresses import ListenAddress
+from piigate.transport.http import start_http_app
+from piigate.vault.binding import binding_tag
+from piigate_dev.devissuer import migrate_cli
+from piigate_dev.devissuer.migration import MigratedUser, VaultCallFailed, VaultTarget, migrate_user
 from tests.support.devissuer import DevIssuerHandle, running_dev_issuer
 
 API_KEY = "vault-key-for-tests"
@@ -285,7 +285,7 @@ async def test_migrate_user_cli_usage_errors(
 
 
 async def test_unreachable_issuer_url_is_reported(vault: StandInVault) -> None:
-    from piigate.devissuer.remote import IssuerCallFailed
+    from piigate_dev.devissuer.remote import IssuerCallFailed
 
     async with running_stand_in_vault() as gone:
         dead_issuer = gone.base_url

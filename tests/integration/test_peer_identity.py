@@ -20,8 +20,8 @@ import grpc
 import pytest
 from cryptography import x509
 
-from piigate.peer import matches, peer_identity
-from piigate.tls import ReloadingServerCredentials, TlsFiles, TlsMaterialInvalid
+from piigate.identity.peer import matches, peer_identity
+from piigate.transport.tls import ReloadingServerCredentials, TlsFiles, TlsMaterialInvalid
 from tests.support.pki import (
     CertificateAuthority,
     IssuedCert,
@@ -263,7 +263,7 @@ async def test_rotated_files_are_served_without_a_restart(pki: Pki, tmp_path: Pa
 async def test_half_written_files_keep_the_old_material(
     pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="piigate.tls")
+    caplog.set_level(logging.INFO, logger="piigate.transport.tls")
     reloading = ReloadingServerCredentials(pki.tls)
     client = issue_cert(pki.ca, uri_sans=(TOOL,))
     new_server = server_cert(pki.ca)

@@ -12,7 +12,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from piigate.addresses import ListenAddress
 from piigate.errors import (
     GatewayError,
     VaultAccessDenied,
@@ -21,8 +20,9 @@ from piigate.errors import (
     VaultTimeout,
     VaultUnavailable,
 )
-from piigate.httpserve import start_http_app
-from piigate.vault import DetokenizeQuery, VaultClient, vault_timeout
+from piigate.transport.addresses import ListenAddress
+from piigate.transport.http import start_http_app
+from piigate.vault.client import DetokenizeQuery, VaultClient, vault_timeout
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 StartVault = Callable[[Handler], Awaitable[VaultClient]]

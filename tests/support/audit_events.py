@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from piigate.audit import AuditEvent, FieldDisclosure
+from piigate.audit.event import AuditEvent, FieldDisclosure
 
 
 def numbered_event(n: int) -> AuditEvent:

@@ -20,11 +20,11 @@ from urllib.parse import quote_plus
 import aiohttp
 from aiohttp import web
 
-from piigate.addresses import ListenAddress
-from piigate.devissuer.api import ISSUER_KEY, create_issuer_app
-from piigate.devissuer.config import DEV_CLIENT_ID, DEV_CLIENT_SECRET, IssuerConfig
-from piigate.devissuer.service import Clock, DevIssuer
-from piigate.httpserve import start_http_app
+from piigate.transport.addresses import ListenAddress
+from piigate.transport.http import start_http_app
+from piigate_dev.devissuer.api import ISSUER_KEY, create_issuer_app
+from piigate_dev.devissuer.config import DEV_CLIENT_ID, DEV_CLIENT_SECRET, IssuerConfig
+from piigate_dev.devissuer.service import Clock, DevIssuer
 
 
 class IssuerRefused(Exception):

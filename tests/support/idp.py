@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from piigate.addresses import ListenAddress
-from piigate.httpserve import start_http_app
+from piigate.transport.addresses import ListenAddress
+from piigate.transport.http import start_http_app
 from tests.support.jwt_factory import KeyPair, jwks
 
 JWKS_SUFFIXES = ("/.well-known/jwks.json", "/protocol/openid-connect/certs", "/v1/keys", "/jwks")

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from piigate.addresses import ListenAddress
-from piigate.httpserve import start_http_app
-from piigate.localvault.app import create_vault_app
-from piigate.localvault.config import VaultConfig
-from piigate.localvault.policy import admin_key
+from piigate.transport.addresses import ListenAddress
+from piigate.transport.http import start_http_app
+from piigate_dev.localvault.app import create_vault_app
+from piigate_dev.localvault.config import VaultConfig
+from piigate_dev.localvault.policy import admin_key
 
 API_PATH = "/api/pvlt/1.0"
 ADMIN_KEY_NAME = "test-admin"

@@ -19,16 +19,16 @@ from typing import Any
 
 import aiohttp
 
-from piigate import demo
-from piigate.addresses import ListenAddress
-from piigate.audit_chain import ChainedJsonLinesSink
+from piigate.audit.chain import ChainedJsonLinesSink
 from piigate.bootstrap import RunningGateway, start_gateway
 from piigate.config import GatewayConfig, parse_config
-from piigate.devissuer.claims import UserTokenRequest
-from piigate.devissuer.config import parse_issuer_config
-from piigate.devissuer.migration import MigratedUser, VaultTarget, migrate_user
-from piigate.localvault.config import load_vault_config
+from piigate.transport.addresses import ListenAddress
 from piigate_client import AsyncDetokenizationClient
+from piigate_dev import demo
+from piigate_dev.devissuer.claims import UserTokenRequest
+from piigate_dev.devissuer.config import parse_issuer_config
+from piigate_dev.devissuer.migration import MigratedUser, VaultTarget, migrate_user
+from piigate_dev.localvault.config import load_vault_config
 from tests.support.devissuer import DevIssuerHandle, running_dev_issuer
 from tests.support.localvault import LocalVaultHandle, running_local_vault
 

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from piigate import audit_cli
-from piigate.audit import AuditEvent, FieldDisclosure
-from piigate.audit_chain import (
+from piigate.audit.chain import (
     GENESIS_HASH,
     MAX_LINE_BYTES,
     AuditChainError,
@@ -23,6 +21,8 @@ from piigate.audit_chain import (
     last_hash_of,
     verify_chain,
 )
+from piigate.audit.event import AuditEvent, FieldDisclosure
+from piigate.cli import audit as audit_cli
 from piigate.errors import AuditUnavailable
 from tests.support.audit_events import numbered_event as event
 
@@ -503,13 +503,13 @@ def test_cli_runs_as_a_module(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     path.write_bytes(b"".join(chained(2)))
     done = subprocess.run(
-        [sys.executable, "-m", "piigate.audit_cli", "verify", str(path)],
+        [sys.executable, "-m", "piigate.cli.audit", "verify", str(path)],
         capture_output=True, text=True, cwd=REPO, check=False, timeout=60,
     )
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.startswith("ok: 2 events, last hash ")
     done = subprocess.run(
-        [sys.executable, "-m", "piigate.audit_cli", "verify", str(tmp_path / "nope")],
+        [sys.executable, "-m", "piigate.cli.audit", "verify", str(tmp_path / "nope")],
         capture_output=True, text=True, cwd=REPO, check=False, timeout=60,
     )
     assert done.returncode == 2

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from piigate import audit_chain
-from piigate.audit_chain import ChainedJsonLinesSink, verify_chain
+from piigate.audit import chain as audit_chain
+from piigate.audit.chain import ChainedJsonLinesSink, verify_chain
 from piigate.errors import AuditUnavailable
 from tests.support.audit_events import numbered_event as event
 

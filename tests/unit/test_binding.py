@@ -1,7 +1,7 @@
 """The binding tag: deterministic per (iss, sub), distinct across users and issuers, and
 keyed when a key is given."""
 
-from piigate.binding import binding_tag
+from piigate.vault.binding import binding_tag
 
 
 def test_tag_is_stable_and_shaped_for_piiano_tags() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from piigate.boundary import INTERNAL, status_of
 from piigate.errors import ScopeMissing, TokenExpired
+from piigate.transport.boundary import INTERNAL, status_of
 
 
 def error_info(status: grpc.Status) -> tuple[status_pb2.Status, error_details_pb2.ErrorInfo]:

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from piigate.caller import BearerCallerAuthenticator, bearer_token
 from piigate.config import CallerConfig, IssuerConfig, parse_config
 from piigate.errors import (
     CallerCredentialMissing,
@@ -19,7 +18,8 @@ from piigate.errors import (
     TokenExpired,
     TokenIssuerUnknown,
 )
-from piigate.verification import VerifiedToken
+from piigate.identity.caller import BearerCallerAuthenticator, bearer_token
+from piigate.tokens.verification import VerifiedToken
 
 
 class FakeVerifier:

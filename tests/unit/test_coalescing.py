@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from piigate.coalescing import CoalescingVault
 from piigate.errors import VaultTimeout, VaultUnavailable
-from piigate.vault import DetokenizeQuery
+from piigate.vault.client import DetokenizeQuery
+from piigate.vault.coalescing import CoalescingVault
 
 
 class FakeVault:

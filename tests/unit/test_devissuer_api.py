@@ -8,8 +8,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from piigate.devissuer.api import create_issuer_app, discovery_document
-from piigate.devissuer.config import IssuerConfig
+from piigate_dev.devissuer.api import create_issuer_app, discovery_document
+from piigate_dev.devissuer.config import IssuerConfig
 
 
 def test_discovery_document_uses_the_origin_for_endpoints() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from piigate.devissuer.claims import (
+from piigate_dev.devissuer.claims import (
     MAX_OFFSET_S,
     RequestRejected,
     UserTokenRequest,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from piigate.devissuer.config import (
+from piigate_dev.devissuer.config import (
     DEV_CLIENT_ID,
     ConfigError,
     IssuerConfig,

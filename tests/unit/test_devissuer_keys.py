@@ -7,7 +7,7 @@ import itertools
 import jwt
 import pytest
 
-from piigate.devissuer.keys import KeyRing, SigningKey, generate_signing_key, jwk_thumbprint
+from piigate_dev.devissuer.keys import KeyRing, SigningKey, generate_signing_key, jwk_thumbprint
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 

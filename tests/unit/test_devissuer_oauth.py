@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from piigate.devissuer.config import ClientConfig, IssuerConfig
-from piigate.devissuer.oauth import Grant, OAuthError, authorize, parse_token_request
+from piigate_dev.devissuer.config import ClientConfig, IssuerConfig
+from piigate_dev.devissuer.oauth import Grant, OAuthError, authorize, parse_token_request
 
 CONFIG = IssuerConfig(
     clients=(

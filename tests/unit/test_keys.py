@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed448, x25519
 
-from piigate.jwks import JwksCache, JwksCacheSettings, cache_ttl, check_jwks_uri
-from piigate.keys import ASYMMETRIC_ALGORITHMS, JwksInvalid, is_roca_weak, parse_jwks
+from piigate.tokens.jwks import JwksCache, JwksCacheSettings, cache_ttl, check_jwks_uri
+from piigate.tokens.keys import ASYMMETRIC_ALGORITHMS, JwksInvalid, is_roca_weak, parse_jwks
 from tests.support.jwt_factory import (
     b64,
     ec_keypair,

@@ -1,12 +1,12 @@
-"""piigate.localvault.audit: one JSON line per access, names and ids only."""
+"""piigate_dev.localvault.audit: one JSON line per access, names and ids only."""
 
 from __future__ import annotations
 
 import io
 import json
 
-from piigate.localvault.audit import ID_LIST_MAX, AuditEvent, AuditSink, audit_line
-from piigate.localvault.params import Purpose
+from piigate_dev.localvault.audit import ID_LIST_MAX, AuditEvent, AuditSink, audit_line
+from piigate_dev.localvault.params import Purpose
 
 
 def test_line_fields() -> None:

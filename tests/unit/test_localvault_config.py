@@ -1,4 +1,4 @@
-"""piigate.localvault.config: the documented example loads; every mistake has a path."""
+"""piigate_dev.localvault.config: the documented example loads; every mistake has a path."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from piigate.localvault.config import ConfigError, VaultConfig, load_vault_config
-from piigate.localvault.policy import authenticate
+from piigate_dev.localvault.config import ConfigError, VaultConfig, load_vault_config
+from piigate_dev.localvault.policy import authenticate
 
 EXAMPLE = """
 data = "vault.db"

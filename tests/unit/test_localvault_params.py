@@ -1,16 +1,16 @@
-"""piigate.localvault.params: reasons, both list encodings, props, options, expiration."""
+"""piigate_dev.localvault.params: reasons, both list encodings, props, options, expiration."""
 
 from __future__ import annotations
 
 import pytest
 
-from piigate.localvault.errors import (
+from piigate_dev.localvault.errors import (
     AdhocReasonMissing,
     ReasonInvalid,
     ReasonMissing,
     RequestInvalid,
 )
-from piigate.localvault.params import (
+from piigate_dev.localvault.params import (
     AUDIT_TEXT_MAX,
     LIST_MAX,
     REASONS,

@@ -1,10 +1,10 @@
-"""piigate.localvault.policy: what a key may do; least privilege down to `ssn.mask`."""
+"""piigate_dev.localvault.policy: what a key may do; least privilege down to `ssn.mask`."""
 
 from __future__ import annotations
 
 import secrets
 
-from piigate.localvault.policy import (
+from piigate_dev.localvault.policy import (
     ApiKey,
     Policy,
     admin_key,

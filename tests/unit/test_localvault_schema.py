@@ -1,4 +1,4 @@
-"""piigate.localvault.schema and .tokens: definitions, value types, tokenize bodies."""
+"""piigate_dev.localvault.schema and .tokens: definitions, value types, tokenize bodies."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ from typing import Any
 
 import pytest
 
-from piigate.localvault.errors import (
+from piigate_dev.localvault.errors import (
     PropertyMissing,
     PropertyUnknown,
     RequestInvalid,
     TokenIdTaken,
     ValueInvalid,
 )
-from piigate.localvault.schema import check_values, parse_collection
-from piigate.localvault.tokens import build_token, parse_tokenize_body
+from piigate_dev.localvault.schema import check_values, parse_collection
+from piigate_dev.localvault.tokens import build_token, parse_tokenize_body
 
 DEFINITION: dict[str, Any] = {
     "name": "users",

@@ -1,4 +1,4 @@
-"""piigate.localvault.sealing and .store: AES-GCM at rest, AAD binding, key check."""
+"""piigate_dev.localvault.sealing and .store: AES-GCM at rest, AAD binding, key check."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from piigate.localvault.database import WrongDataKey
-from piigate.localvault.errors import CollectionExists, TokenIdTaken, UniqueViolation
-from piigate.localvault.schema import CollectionSpec, PropertySpec
-from piigate.localvault.sealing import NONCE_BYTES, SealBroken, Sealer
-from piigate.localvault.store import VaultStore
-from piigate.localvault.tokens import Token, TokenSelector
+from piigate_dev.localvault.database import WrongDataKey
+from piigate_dev.localvault.errors import CollectionExists, TokenIdTaken, UniqueViolation
+from piigate_dev.localvault.schema import CollectionSpec, PropertySpec
+from piigate_dev.localvault.sealing import NONCE_BYTES, SealBroken, Sealer
+from piigate_dev.localvault.store import VaultStore
+from piigate_dev.localvault.tokens import Token, TokenSelector
 
 USERS = CollectionSpec(
     "users",

@@ -1,10 +1,15 @@
-"""piigate.masking: Piiano's documented `mask` outputs, and the rules around them."""
+"""piigate_dev.localvault.masking: Piiano's documented `mask` outputs, and the rules around them."""
 
 from __future__ import annotations
 
 import pytest
 
-from piigate.masking import MASKABLE_TYPES, UnsupportedTransformation, mask, supports_mask
+from piigate_dev.localvault.masking import (
+    MASKABLE_TYPES,
+    UnsupportedTransformation,
+    mask,
+    supports_mask,
+)
 
 
 @pytest.mark.parametrize(

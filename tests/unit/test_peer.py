@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from piigate.peer import (
+from piigate.identity.peer import (
     PeerIdentity,
     PeerSelector,
     SelectorInvalid,
@@ -16,7 +16,7 @@ from piigate.peer import (
     parse_selector,
     peer_identity,
 )
-from piigate.tls import TlsMaterialInvalid, load_tls_material
+from piigate.transport.tls import TlsMaterialInvalid, load_tls_material
 from tests.support.pki import CertificateAuthority, IssuedCert, issue_cert, make_ca, server_cert
 
 TOOL = "spiffe://example.org/ns/a/sa/support-tool"

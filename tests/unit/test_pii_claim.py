@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from piigate.errors import PiiTokenClaimInvalid, PiiTokenClaimMissing
-from piigate.pii_claim import pii_token_id
+from piigate.identity.pii_claim import pii_token_id
 
 CLAIM = "https://example.com/pii_token"
 

@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-from piigate.caller import Caller
-from piigate.claims import claim_values, granted_scopes
 from piigate.config import Disposition, Profile, StepUp
 from piigate.errors import (
     AudienceNotAccepted,
@@ -22,7 +20,10 @@ from piigate.errors import (
     ScopeMissing,
     StepUpRequired,
 )
-from piigate.policy import DisclosureRequest, ProfileIndex, SubjectFacts, decide
+from piigate.identity.caller import Caller
+from piigate.policy.decision import DisclosureRequest, SubjectFacts, decide
+from piigate.policy.profiles import ProfileIndex
+from piigate.tokens.claims import claim_values, granted_scopes
 
 SUPPORT = Profile(
     name="support", callers=frozenset({"support-tool"}), audiences=frozenset({"support-ui"}),

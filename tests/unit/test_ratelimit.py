@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from piigate.ratelimit import (
+from piigate.limits.ratelimit import (
     ALLOWED,
     Decision,
     DistinctSubjectWindow,

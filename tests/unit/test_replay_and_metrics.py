@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from piigate.errors import ReplayGuardFull, TokenReplayed
-from piigate.metrics import Gauge, Metrics
-from piigate.replay import ReplayGuard
+from piigate.limits.replay import ReplayGuard
+from piigate.transport.metrics import Gauge, Metrics
 
 
 class Clock:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from piigate.config import Disposition, Profile
-from piigate.policy import Plan
-from piigate.shaping import shape
+from piigate.policy.decision import Plan
+from piigate.policy.shaping import shape
 
 
 def plan(fields: dict[str, Disposition]) -> Plan:

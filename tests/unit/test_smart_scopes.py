@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from piigate.smart_scopes import (
+from piigate.policy.smart_scopes import (
     ClinicalScope,
     ScopeSyntaxError,
     check_required,

@@ -30,8 +30,8 @@ from piigate.errors import (
     TokenTooOld,
     TokenTypeInvalid,
 )
-from piigate.keys import ASYMMETRIC_ALGORITHMS, KeySet, parse_jwks
-from piigate.verification import (
+from piigate.tokens.keys import ASYMMETRIC_ALGORITHMS, KeySet, parse_jwks
+from piigate.tokens.verification import (
     IssuerPolicy,
     TypRule,
     VerifiedToken,

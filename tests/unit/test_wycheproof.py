@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from piigate.errors import TokenRejected
-from piigate.keys import ASYMMETRIC_ALGORITHMS, JwksInvalid, KeySet, parse_jwks
-from piigate.verification import verify_jws
+from piigate.tokens.keys import ASYMMETRIC_ALGORITHMS, JwksInvalid, KeySet, parse_jwks
+from piigate.tokens.verification import verify_jws
 
 VECTORS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "wycheproof"
 JWS_FILE = VECTORS / "json_web_signature_test.json"

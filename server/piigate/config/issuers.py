@@ -1,6 +1,6 @@
 """The `[[issuers]]` tables: which identity providers' tokens piigate trusts, and how.
 
-`kind` picks a preset (piigate.presets) whose defaults any key in the table overrides.
+`kind` picks a preset (piigate.config.presets) whose defaults any key in the table overrides.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from piigate.config.model import (
     IssuerConfig,
     JwksConfig,
 )
+from piigate.config.presets import PRESETS, IssuerKind, jwks_uri_for
 from piigate.config.reader import Reader, http_url, non_empty, positive
-from piigate.presets import PRESETS, IssuerKind, jwks_uri_for
 
 TYP_RULES = ("at+jwt", "any", "keycloak", "cognito")
 KINDS: tuple[str, ...] = get_args(IssuerKind)

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from piigate.addresses import ListenAddress, parse_listen
 from piigate.config.issuers import read_issuers
 from piigate.config.model import (
     AuditConfig,
@@ -23,6 +22,7 @@ from piigate.config.model import (
 )
 from piigate.config.profiles import read_profiles
 from piigate.config.reader import Reader, http_url, non_empty, positive
+from piigate.transport.addresses import ListenAddress, parse_listen
 
 _SERVER_KEYS = {
     "listen", "request_timeout_ms", "max_request_bytes", "max_metadata_bytes",

@@ -9,10 +9,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from piigate.addresses import ListenAddress
-from piigate.peer import PeerSelector
-from piigate.piiano import REASONS
-from piigate.presets import IssuerKind, TypRuleName
+from piigate.config.presets import IssuerKind, TypRuleName
+from piigate.identity.peer import PeerSelector
+from piigate.transport.addresses import ListenAddress
+from piigate.vault.piiano import REASONS
 
 Disposition = Literal["raw", "mask", "redact"]
 TypRule = TypRuleName
@@ -85,7 +85,7 @@ class AuditConfig:
 
 @dataclass(frozen=True, slots=True)
 class JwksConfig:
-    """How one issuer's keys are fetched and cached (see piigate.jwks)."""
+    """How one issuer's keys are fetched and cached (see piigate.tokens.jwks)."""
 
     default_ttl_s: float
     min_ttl_s: float
@@ -133,7 +133,7 @@ class StepUp:
 
 @dataclass(frozen=True, slots=True)
 class AbuseLimits:
-    """Per-profile abuse limits (piigate.ratelimit); None disables a limit."""
+    """Per-profile abuse limits (piigate.limits.ratelimit); None disables a limit."""
 
     caller_per_s: float | None
     caller_burst: int

@@ -15,8 +15,8 @@ from piigate.config.model import (
     StepUp,
 )
 from piigate.config.reader import Reader, non_empty, positive
-from piigate.peer import PeerSelector, SelectorInvalid, parse_selector
-from piigate.smart_scopes import check_required
+from piigate.identity.peer import PeerSelector, SelectorInvalid, parse_selector
+from piigate.policy.smart_scopes import check_required
 
 _KEYS = {
     "callers", "audiences", "required_scopes", "reasons", "default_reason", "collection",

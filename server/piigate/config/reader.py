@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from piigate.addresses import is_loopback_host
+from piigate.transport.addresses import is_loopback_host
 
 T = TypeVar("T")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -1,0 +1,196 @@
+"""The dev issuer's HTTP surface (aiohttp) and the in-process factory `create_issuer_app`.
+
+    GET  /.well-known/openid-configuration   discovery (OIDC Discovery / RFC 8414 shape)
+    GET  /.well-known/jwks.json              public keys, `Cache-Control: public, max-age=N`
+    POST /oauth/token                        client credentials (RFC 6749 §4.4)
+    POST /dev/users/token                    an end user's access token (simulated login)
+    POST /dev/keys/rotate                    add a key and sign with it; old keys stay published
+    POST /dev/keys/retire                    stop publishing every non-current key
+
+The `/dev/*` routes hand out tokens for any subject and change the keys, so they answer
+only loopback peers unless the app is built with `allow_remote=True` (defence in depth
+behind the CLI's refusal to listen on a non-loopback address).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from piigate import strictjson
+from piigate.transport.addresses import is_loopback_host
+from piigate_dev.devissuer.claims import RequestRejected, parse_user_token_request
+from piigate_dev.devissuer.config import IssuerConfig
+from piigate_dev.devissuer.keys import KeyRing, generate_signing_key
+from piigate_dev.devissuer.oauth import GRANT_TYPE, OAuthError, authorize, parse_token_request
+from piigate_dev.devissuer.service import Clock, DevIssuer
+
+ISSUER_KEY: web.AppKey[DevIssuer] = web.AppKey("piigate_dev.devissuer.issuer", DevIssuer)
+JWKS_PATH = "/.well-known/jwks.json"
+DISCOVERY_PATH = "/.well-known/openid-configuration"
+TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a password
+USER_TOKEN_PATH = "/dev/users/token"  # noqa: S105 - a path
+MAX_BODY_BYTES = 64 * 1024
+
+# RFC 6749 §5.1: token responses must not be cached.
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+async def create_issuer_app(
+    config: IssuerConfig | None = None,
+    clock: Clock = time.time,
+    *,
+    allow_remote: bool = False,
+) -> web.Application:
+    """Build the issuer app with fresh keys; its signer is `app[ISSUER_KEY]`."""
+    config = config if config is not None else IssuerConfig()
+    # RSA key generation takes tens of milliseconds: keep it off the event loop.
+    first = await asyncio.to_thread(generate_signing_key, config.algorithm)
+    issuer = DevIssuer(config, KeyRing(config.algorithm, first=first), clock)
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[ISSUER_KEY] = issuer
+    app.router.add_get(DISCOVERY_PATH, _discovery)
+    app.router.add_get(JWKS_PATH, _jwks)
+    app.router.add_post(TOKEN_PATH, _client_token)
+    app.router.add_post(USER_TOKEN_PATH, _loopback_only(_user_token, allow_remote))
+    app.router.add_post("/dev/keys/rotate", _loopback_only(_rotate, allow_remote))
+    app.router.add_post("/dev/keys/retire", _loopback_only(_retire, allow_remote))
+    return app
+
+
+def discovery_document(issuer: str, origin: str, algorithms: list[str]) -> dict[str, Any]:
+    """The discovery document. Endpoints use the origin the caller reached us at."""
+    return {
+        "issuer": issuer,
+        "jwks_uri": origin + JWKS_PATH,
+        "token_endpoint": origin + TOKEN_PATH,
+        "grant_types_supported": [GRANT_TYPE],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "response_types_supported": [],  # no authorization endpoint: logins are simulated
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": algorithms,
+        "claims_supported": ["iss", "sub", "aud", "azp", "scope", "iat", "exp", "jti"],
+        "dev_user_token_endpoint": origin + USER_TOKEN_PATH,
+    }
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _loopback_only(handler: Handler, allow_remote: bool) -> Handler:
+    """Wrap a `/dev/*` handler (the handler, not a path prefix, so no URL spelling evades it)."""
+    if allow_remote:
+        return handler
+
+    async def guarded(request: web.Request) -> web.Response:
+        if not is_loopback_host(request.remote or ""):
+            refusal = OAuthError("access_denied", "dev routes answer loopback only", status=403)
+            return _oauth_error(refusal)
+        return await handler(request)
+
+    return guarded
+
+
+def _origin(request: web.Request) -> str:
+    return str(request.url.origin())
+
+
+async def _discovery(request: web.Request) -> web.Response:
+    issuer = request.app[ISSUER_KEY]
+    document = discovery_document(
+        issuer.issuer_for(_origin(request)), _origin(request), [issuer.keys.alg]
+    )
+    return web.json_response(document, headers=_public_cache(issuer))
+
+
+async def _jwks(request: web.Request) -> web.Response:
+    issuer = request.app[ISSUER_KEY]
+    return web.json_response(issuer.keys.jwks(), headers=_public_cache(issuer))
+
+
+async def _client_token(request: web.Request) -> web.Response:
+    issuer = request.app[ISSUER_KEY]
+    try:
+        params = await _token_parameters(request)
+        token_request = parse_token_request(params, request.headers.get("Authorization"))
+        grant = authorize(token_request, issuer.config)
+    except OAuthError as exc:
+        return _oauth_error(exc)
+    token, lifetime = issuer.sign_client_token(grant, issuer.issuer_for(_origin(request)))
+    body = {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "scope": grant.scope,
+    }
+    return web.json_response(body, headers=_NO_STORE)
+
+
+async def _user_token(request: web.Request) -> web.Response:
+    issuer = request.app[ISSUER_KEY]
+    try:
+        body = await _json_body(request)
+        user_request = parse_user_token_request(body, issuer.config.max_token_lifetime_s)
+    except RequestRejected as exc:
+        return _oauth_error(OAuthError("invalid_request", str(exc)))
+    except OAuthError as exc:
+        return _oauth_error(exc)
+    parts = issuer.user_token_parts(user_request, issuer.issuer_for(_origin(request)))
+    token = issuer.keys.current.sign(parts.claims, parts.header)
+    answer: dict[str, Any] = {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": parts.claims["exp"] - parts.claims["iat"],
+    }
+    if user_request.scope is not None:
+        answer["scope"] = user_request.scope
+    return web.json_response(answer, headers=_NO_STORE)
+
+
+async def _rotate(request: web.Request) -> web.Response:
+    keys = request.app[ISSUER_KEY].keys
+    key = keys.rotate(await asyncio.to_thread(generate_signing_key, keys.alg))
+    return web.json_response({"kid": key.kid, "kids": keys.kids})
+
+
+async def _retire(request: web.Request) -> web.Response:
+    keys = request.app[ISSUER_KEY].keys
+    retired = keys.retire()
+    return web.json_response({"kid": keys.current.kid, "retired": retired, "kids": keys.kids})
+
+
+async def _token_parameters(request: web.Request) -> list[tuple[str, object]]:
+    """The token request's parameters in order, repeats kept (form or JSON body)."""
+    if request.content_type == "application/x-www-form-urlencoded":
+        form = await request.post()
+        return list(form.items())
+    if request.content_type == "application/json":
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise OAuthError("invalid_request", "the JSON body must be an object")
+        return list(body.items())
+    raise OAuthError(
+        "invalid_request", "send application/x-www-form-urlencoded or application/json"
+    )
+
+
+async def _json_body(request: web.Request) -> object:
+    try:
+        return await request.json(loads=strictjson.loads)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OAuthError("invalid_request", "the body is not valid JSON") from exc
+
+
+def _public_cache(issuer: DevIssuer) -> dict[str, str]:
+    return {"Cache-Control": f"public, max-age={issuer.config.jwks_max_age_s}"}
+
+
+def _oauth_error(exc: OAuthError) -> web.Response:
+    headers = dict(_NO_STORE)
+    if exc.basic_challenge:  # RFC 6749 §5.2: a 401 after Basic auth carries a challenge
+        headers["WWW-Authenticate"] = 'Basic realm="piigate-dev-issuer"'
+    return web.json_response(exc.body(), status=exc.status, headers=headers)

@@ -1,0 +1,36 @@
+"""Stage 3: the end user's access token (`subject_token`).
+
+Verified against its issuer's keys like the caller's credential; the audience is not
+checked here but by the caller's profile (stage 5), which knows which audiences the
+calling service may cash in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from piigate.errors import SubjectTokenMissing, TokenCarriesDeniedClaim, TokenRejected
+from piigate.tokens.verification import VerifiedToken
+from piigate.tokens.verifier import TokenVerifier
+
+SUBJECT_ROLE = "subject"
+
+
+async def verify_subject(verifier: TokenVerifier, subject_token: str) -> VerifiedToken:
+    """Verify the subject token or raise a TokenRejected tagged with the subject role."""
+    if not subject_token:
+        raise SubjectTokenMissing()
+    try:
+        return await verifier.verify(subject_token)
+    except TokenRejected as exc:
+        raise exc.for_role(SUBJECT_ROLE) from exc
+
+
+def refuse_denied_claims(claims: Mapping[str, Any], denied: Sequence[str]) -> None:
+    """Refuse a token that carries raw PII its issuer promised to keep in the vault (an
+    identity provider's deny list, e.g. Auth0's `non_persistent_attrs`, enforced
+    downstream). The error names the claim, never its value."""
+    for name in denied:
+        if name in claims:
+            raise TokenCarriesDeniedClaim({"claim": name})

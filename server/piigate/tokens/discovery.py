@@ -1,0 +1,140 @@
+"""Issuer discovery: the JWKS location from the issuer's OpenID Provider Configuration,
+as an alternative to configuring `jwks_uri`.
+
+OpenID Connect Discovery 1.0 §4: the document lives at ISSUER + `/.well-known/openid-configuration`,
+and its `issuer` must be exactly the configured issuer (§4.3), or it is someone else's
+document. The `jwks_uri` it names must pass the same rules as a configured one (https
+unless loopback). Fetching is bounded like a JWKS fetch: timeouts, size cap, no redirects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+
+import aiohttp
+import yarl
+
+from piigate.errors import IssuerKeysUnavailable
+from piigate.tokens.jwks import (
+    FetchFailed,
+    JwksCache,
+    JwksCacheSettings,
+    JwksStatus,
+    check_jwks_uri,
+    fetch_document,
+)
+from piigate.tokens.keys import KeySet
+
+
+class DiscoveryFailed(Exception):
+    """The configuration document could not be used; `detail` is a short fixed code."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def configuration_url(issuer: str) -> yarl.URL:
+    return check_jwks_uri(issuer.rstrip("/") + "/.well-known/openid-configuration")
+
+
+async def discover_jwks_uri(
+    session: aiohttp.ClientSession, issuer: str, settings: JwksCacheSettings
+) -> str:
+    """The issuer's `jwks_uri`, from its discovery document."""
+    try:
+        url = configuration_url(issuer)
+    except ValueError as exc:
+        raise DiscoveryFailed("issuer_refused") from exc
+    try:
+        body, _ = await fetch_document(session, url, settings, "application/json")
+    except FetchFailed as exc:
+        raise DiscoveryFailed(exc.detail) from exc
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise DiscoveryFailed("not_json") from exc
+    if not isinstance(document, dict) or document.get("issuer") != issuer:
+        raise DiscoveryFailed("issuer_mismatch")
+    jwks_uri = document.get("jwks_uri")
+    if not isinstance(jwks_uri, str):
+        raise DiscoveryFailed("no_jwks_uri")
+    try:
+        check_jwks_uri(jwks_uri)
+    except ValueError as exc:
+        raise DiscoveryFailed("jwks_uri_refused") from exc
+    return jwks_uri
+
+
+class DiscoveredJwks:
+    """A key source that discovers its JWKS location on first use (single-flight; after a
+    failure, retried no sooner than `retry_after_failure_s`, so a dead issuer is not
+    asked once per request), then behaves as a `JwksCache`."""
+
+    def __init__(
+        self,
+        issuer: str,
+        session: aiohttp.ClientSession,
+        clock: Callable[[], float],
+        settings: JwksCacheSettings,
+        *,
+        issuer_name: str = "",
+    ) -> None:
+        configuration_url(issuer)  # refuse a plain-http non-loopback issuer at start-up
+        self._issuer = issuer
+        self._session = session
+        self._clock = clock
+        self._settings = settings
+        self._issuer_name = issuer_name
+        self._cache: JwksCache | None = None
+        self._discovering: asyncio.Task[JwksCache] | None = None
+        self._last_error: str | None = None
+        self._failed_at: float | None = None
+
+    async def _ready_cache(self) -> JwksCache:
+        if self._cache is not None:
+            return self._cache
+        if self._discovering is None or self._discovering.done():
+            backing_off = (
+                self._failed_at is not None
+                and self._clock() - self._failed_at < self._settings.retry_after_failure_s
+            )
+            if backing_off:
+                raise IssuerKeysUnavailable({"issuer": self._issuer_name})
+            self._discovering = asyncio.create_task(self._discover())
+        try:
+            self._cache = await asyncio.shield(self._discovering)
+        except DiscoveryFailed as exc:
+            self._last_error = f"discovery_{exc.detail}"
+            self._failed_at = self._clock()
+            raise IssuerKeysUnavailable({"issuer": self._issuer_name}) from exc
+        return self._cache
+
+    async def _discover(self) -> JwksCache:
+        jwks_uri = await discover_jwks_uri(self._session, self._issuer, self._settings)
+        return JwksCache(
+            jwks_uri, self._session, self._clock, self._settings, issuer_name=self._issuer_name
+        )
+
+    async def prime(self) -> KeySet:
+        return await (await self._ready_cache()).prime()
+
+    async def key_for(self, kid: str | None) -> KeySet:
+        return await (await self._ready_cache()).key_for(kid)
+
+    def status(self) -> JwksStatus:
+        if self._cache is not None:
+            return self._cache.status()
+        return JwksStatus(ready=False, stale=False, age_s=None, key_count=0, fetches=0,
+                          last_error=self._last_error)
+
+    async def aclose(self) -> None:
+        if self._discovering is not None and not self._discovering.done():
+            self._discovering.cancel()
+            with contextlib.suppress(asyncio.CancelledError, DiscoveryFailed):
+                await self._discovering
+        if self._cache is not None:
+            await self._cache.aclose()

@@ -1,0 +1,154 @@
+"""Stage 7: the vault's detokenize call (Piiano Vault REST API), over one pooled aiohttp
+session.
+
+`GET /api/pvlt/1.0/data/collections/{c}/tokens?reason=..&token_ids=..&props=..` takes a
+list of token ids, so concurrent requests can be coalesced into one call later without
+reshaping this stage. Lists are sent as repeated keys, as Piiano's generated clients do.
+
+Every failure becomes a typed GatewayError; nothing from the vault's answer (which could
+hold values) is ever put into an error, a log line or a metric.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from piigate.errors import (
+    VaultAccessDenied,
+    VaultMisconfigured,
+    VaultResponseInvalid,
+    VaultTimeout,
+    VaultUnavailable,
+)
+from piigate.vault.piiano import API_BASE
+
+log = logging.getLogger(__name__)
+MAX_CUSTOM_AUDIT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class DetokenizeQuery:
+    """One detokenize call: every field but `token_ids` must match to share a call."""
+
+    collection: str
+    token_ids: tuple[str, ...]
+    props: tuple[str, ...]
+    reason: str
+    adhoc_reason: str | None
+    api_key: str
+    tags: tuple[str, ...] = ()
+    custom_audit: str | None = None
+
+    def __repr__(self) -> str:  # never print the key
+        return f"DetokenizeQuery(collection={self.collection!r}, n={len(self.token_ids)})"
+
+
+class VaultClient:
+    """Piiano Vault's detokenize over a keep-alive connection pool."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, max_response_bytes: int):
+        self._session = session
+        self._url = base_url.rstrip("/") + API_BASE + "/data/collections/{collection}/tokens"
+        self._max_response_bytes = max_response_bytes
+
+    async def detokenize(
+        self, query: DetokenizeQuery, timeout_s: float
+    ) -> dict[str, Mapping[str, Any]]:
+        """Fields per token id for the ids the vault knows; unknown ids are absent."""
+        params: list[tuple[str, str]] = [("reason", query.reason)]
+        if query.adhoc_reason:
+            params.append(("adhoc_reason", query.adhoc_reason))
+        if query.custom_audit:
+            params.append(("custom_audit", query.custom_audit[:MAX_CUSTOM_AUDIT]))
+        params += [("token_ids", t) for t in query.token_ids]
+        params += [("props", p) for p in query.props]
+        params += [("tags", t) for t in query.tags]
+        url = self._url.format(collection=query.collection)
+        headers = {"Authorization": f"Bearer {query.api_key}", "Accept": "application/json"}
+        try:
+            async with self._session.get(
+                url,
+                params=params,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=max(timeout_s, 0.001)),
+                allow_redirects=False,
+            ) as response:
+                body = await self._read(response)
+                status = response.status
+        except TimeoutError as exc:
+            raise VaultTimeout() from exc
+        except aiohttp.ClientError as exc:
+            log.warning("vault unreachable: %s", type(exc).__name__)
+            raise VaultUnavailable() from exc
+        if status != 200:
+            raise _status_error(status, body)
+        return _parse_answer(body, set(query.token_ids))
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        declared = response.content_length
+        if declared is not None and declared > self._max_response_bytes:
+            raise VaultResponseInvalid({"detail": "response too large"})
+        body = await response.content.read(self._max_response_bytes + 1)
+        if len(body) > self._max_response_bytes:
+            raise VaultResponseInvalid({"detail": "response too large"})
+        return body
+
+
+def _status_error(status: int, body: bytes) -> Exception:
+    code = _error_code(body)
+    meta = {"vault_status": str(status), **({"vault_error_code": code} if code else {})}
+    log.warning("vault answered %d %s", status, code or "")
+    if status == 403:
+        return VaultAccessDenied(meta)  # the vault's own policy refused this read
+    if status in (400, 401, 404, 405, 409, 413, 414):
+        return VaultMisconfigured(meta)  # piigate's key, collection or request is wrong
+    if status == 504 or code == "PV1009":
+        return VaultTimeout(meta)
+    return VaultUnavailable(meta)  # 429, 5xx and anything unforeseen
+
+
+def _error_code(body: bytes) -> str | None:
+    """Piiano's `error_code` (PVxxxx) if the body is Piiano-shaped; nothing else is read."""
+    try:
+        code = json.loads(body).get("error_code")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(code, str) and code.startswith("PV") and code[2:].isdigit() and len(code) <= 8:
+        return code
+    return None
+
+
+def _parse_answer(body: bytes, asked: set[str]) -> dict[str, Mapping[str, Any]]:
+    """`[{"token_id": .., "fields": {..}}, ...]` → fields by token id; anything else in
+    the shape is garbage and refused as a whole."""
+    try:
+        items = json.loads(body)
+    except ValueError as exc:
+        raise VaultResponseInvalid({"detail": "not JSON"}) from exc
+    if not isinstance(items, list):
+        raise VaultResponseInvalid({"detail": "not a list"})
+    out: dict[str, Mapping[str, Any]] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            raise VaultResponseInvalid({"detail": "item not an object"})
+        token_id, fields = item.get("token_id"), item.get("fields")
+        if not isinstance(token_id, str) or not isinstance(fields, dict):
+            raise VaultResponseInvalid({"detail": "item without token_id or fields"})
+        if token_id not in asked:
+            # Never hand out a record that was not asked for, whatever the vault sent.
+            raise VaultResponseInvalid({"detail": "unrequested token"})
+        out[token_id] = fields
+    return out
+
+
+def vault_timeout(deadline_s: float | None, cap_s: float, vault_timeout_s: float) -> float:
+    """The time the vault call may take: the smaller of what the caller's deadline leaves,
+    the server-side cap, and the vault's own timeout."""
+    budget = min(cap_s, vault_timeout_s)
+    return budget if deadline_s is None else max(0.0, min(budget, deadline_s))
