@@ -19,6 +19,7 @@ import sys
 import threading
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -26,7 +27,9 @@ from bench import serving
 from bench.echo_server import CANNED
 from piigate.bootstrap import build_parts, server_options
 from piigate.config import load_config
-from piigate.transport.service import DetokenizationService
+from piigate.identity.peer import peer_identity
+from piigate.transport.bridge import NO_DEADLINE_S
+from piigate.transport.service import DetokenizationService, describe
 from piigate_client.v1 import detokenization_pb2 as pb
 from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
 
@@ -51,6 +54,34 @@ def serve_echo_threads(listen: str, threads: int) -> None:
     server.stop(serving.GRACE_S).wait()
 
 
+class AioService(pb_grpc.DetokenizationServiceServicer):
+    """piigate's service under grpc.aio: the call read from the aio context, the status
+    applied with its abort."""
+
+    def __init__(self, service: DetokenizationService) -> None:
+        self._service = service
+
+    async def Detokenize(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await _answer(await self._service.detokenize(_call(request, context)), context)
+
+    async def BatchDetokenize(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await _answer(await self._service.batch_detokenize(_call(request, context)),
+                             context)
+
+
+def _call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    remaining = context.time_remaining()
+    return describe(request, tuple(context.invocation_metadata() or ()),
+                    remaining if remaining is not None and remaining < NO_DEADLINE_S else None,
+                    peer_identity(context.auth_context()))
+
+
+async def _answer(answer: Any, context: grpc.aio.ServicerContext) -> Any:
+    if isinstance(answer, grpc.Status):
+        await context.abort_with_status(answer)
+    return answer
+
+
 async def serve_piigate_aio(config_path: Path, listen: str) -> None:
     config = load_config(config_path)
     parts = build_parts(config)
@@ -59,7 +90,7 @@ async def serve_piigate_aio(config_path: Path, listen: str) -> None:
     server = grpc.aio.server(
         options=server_options(config), maximum_concurrent_rpcs=config.server.max_concurrent_rpcs
     )
-    service = DetokenizationService(parts.pipeline, config.server.max_batch_size)
+    service = AioService(DetokenizationService(parts.pipeline))
     pb_grpc.add_DetokenizationServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     await serving.serve_until_signalled(server, listen, on_stop=parts.aclose)
 

@@ -20,11 +20,12 @@ from grpc_reflection.v1alpha import reflection
 
 from piigate.audit.chain import ChainedJsonLinesSink
 from piigate.audit.event import AuditSink
+from piigate.audit.recorder import AuditRecorder
 from piigate.config import GatewayConfig, IssuerConfig
 from piigate.identity.caller import BearerCallerAuthenticator
 from piigate.limits.abuse import AbuseGuard
 from piigate.limits.replay import ReplayGuard
-from piigate.pipeline import DetokenizationPipeline, Limits
+from piigate.pipeline import DetokenizationPipeline, Limits, SubjectDecider
 from piigate.policy.profiles import ProfileIndex
 from piigate.tokens.discovery import DiscoveredJwks
 from piigate.tokens.jwks import JwksCache, JwksCacheSettings
@@ -186,14 +187,13 @@ def build_parts(
     pipeline = DetokenizationPipeline(
         callers=BearerCallerAuthenticator(verifier, config.caller, issuers),
         profiles=ProfileIndex(config.profiles),
-        verifier=verifier,
-        issuers=issuers,
+        decider=SubjectDecider(verifier, issuers),
         vault=vault,
-        audit=sink,
-        limits=Limits(config.server.request_timeout_s, config.vault.timeout_s),
-        clock=clock,
-        metrics=metrics,
+        recorder=AuditRecorder(sink, metrics),
         abuse=AbuseGuard(config.profiles, ReplayGuard(clock)),
+        limits=Limits(config.server.request_timeout_s, config.vault.timeout_s,
+                      config.server.max_batch_size),
+        clock=clock,
     )
     parts = GatewayParts(pipeline, sources, metrics)
     parts._closers += [session.close, sink.close]
@@ -223,7 +223,7 @@ async def start_gateway(
         options=server_options(config, share_port=worker is not None),
         maximum_concurrent_rpcs=config.server.max_concurrent_rpcs,
     )
-    service = DetokenizationService(parts.pipeline, config.server.max_batch_size)
+    service = DetokenizationService(parts.pipeline)
     detokenization_pb2_grpc.add_DetokenizationServiceServicer_to_server(
         BridgedService(service, asyncio.get_running_loop(), config.server.request_timeout_s),
         server,

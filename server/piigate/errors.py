@@ -15,10 +15,16 @@ becomes a bare INTERNAL with no detail.
     ├── VaultTokenNotFound    NOT_FOUND            the vault has no such (live) token
     ├── UpstreamUnavailable   UNAVAILABLE          vault, issuer keys or audit sink unusable now
     ├── VaultTimeout          DEADLINE_EXCEEDED    the vault did not answer within the budget
+    ├── CallCancelled         CANCELLED            the caller left (audited, never sent)
     └── VaultMisconfigured    INTERNAL             the vault refused piigate's own key, ...
 
 Messages are fixed, generic and free of PII and tokens: they are written for the wire.
 Detail for operators goes into `metadata` (never values, never tokens) and the audit trail.
+
+Each class also says how the audit trail records it: `audit_outcome` is "denied" for a
+refusal that is the caller's (or its user's) doing and "failed" for everything else, and
+`audit_event` names refusals that are events of their own kind (alerts in a SIEM). The
+audit recorder reads both from the error; nothing else classifies errors.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class GatewayError(Exception):
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
     reason: ClassVar[str] = "INTERNAL"
     message: ClassVar[str] = "internal error"
+    audit_outcome: ClassVar[str] = "failed"  # allowed | denied | failed
+    audit_event: ClassVar[str] = "disclosure"
 
     def __init__(self, metadata: Mapping[str, str] | None = None) -> None:
         super().__init__(self.reason)
@@ -50,6 +58,7 @@ class GatewayError(Exception):
 # --- INVALID_ARGUMENT -------------------------------------------------------------------
 class RequestInvalid(GatewayError):
     code = grpc.StatusCode.INVALID_ARGUMENT
+    audit_outcome = "denied"
     reason = "REQUEST_INVALID"
     message = "the request is malformed"
 
@@ -77,6 +86,7 @@ class FieldNameInvalid(RequestInvalid):
 # --- UNAUTHENTICATED --------------------------------------------------------------------
 class Unauthenticated(GatewayError):
     code = grpc.StatusCode.UNAUTHENTICATED
+    audit_outcome = "denied"
     reason = "UNAUTHENTICATED"
     message = "authentication failed"
 
@@ -198,6 +208,7 @@ class TokenReplayed(TokenRejected):
 # --- PERMISSION_DENIED ------------------------------------------------------------------
 class PermissionDenied(GatewayError):
     code = grpc.StatusCode.PERMISSION_DENIED
+    audit_outcome = "denied"
     reason = "PERMISSION_DENIED"
     message = "permission denied"
 
@@ -246,6 +257,7 @@ class TokenCarriesDeniedClaim(PermissionDenied):
     live only in the vault); metadata `claim` names the claim, never its value."""
 
     reason = "TOKEN_CARRIES_DENIED_CLAIM"
+    audit_event = "pii_in_token"  # the identity provider is leaking PII into tokens
 
 
 class TokenBindingMismatch(PermissionDenied):
@@ -253,6 +265,7 @@ class TokenBindingMismatch(PermissionDenied):
     profile the two are deliberately indistinguishable)."""
 
     reason = "TOKEN_BINDING_MISMATCH"
+    audit_event = "binding_failure"
 
 
 class VaultAccessDenied(PermissionDenied):
@@ -281,23 +294,27 @@ class DistinctSubjectsExceeded(GatewayError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "DISTINCT_SUBJECTS_EXCEEDED"
     message = "too many different users requested; retry later"
+    audit_event = "harvesting_suspected"
 
 
 # --- FAILED_PRECONDITION / NOT_FOUND ----------------------------------------------------
 class PiiTokenClaimMissing(GatewayError):
     code = grpc.StatusCode.FAILED_PRECONDITION
+    audit_outcome = "denied"
     reason = "PII_TOKEN_CLAIM_MISSING"
     message = "the subject token carries no vault token"
 
 
 class PiiTokenClaimInvalid(GatewayError):
     code = grpc.StatusCode.FAILED_PRECONDITION
+    audit_outcome = "denied"
     reason = "PII_TOKEN_CLAIM_INVALID"
     message = "the subject token's vault token is malformed"
 
 
 class VaultTokenNotFound(GatewayError):
     code = grpc.StatusCode.NOT_FOUND
+    audit_outcome = "denied"
     reason = "VAULT_TOKEN_NOT_FOUND"
     message = "no data found for this user"
 
@@ -336,6 +353,15 @@ class VaultTimeout(GatewayError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     reason = "VAULT_TIMEOUT"
     message = "the vault did not answer in time"
+
+
+class CallCancelled(GatewayError):
+    """The caller went away (cancelled, or its deadline passed) before the answer. Never
+    sent (nobody is listening); recorded so that a decision still has its audit event."""
+
+    code = grpc.StatusCode.CANCELLED
+    reason = "CALL_CANCELLED"
+    message = "the call was cancelled"
 
 
 # --- INTERNAL ---------------------------------------------------------------------------

@@ -1,355 +1,270 @@
 """The request's path, top to bottom, in the order it travels:
 
-    caller → profile → subject token → pii_token claim → decision → abuse limits → vault
-    → shaping → audit
+    1 caller → 2 profile → (batch size) → 3 subject token → 4 vault token claim
+    → 5 decision → 6 abuse limits → 7 vault → 8 shaping → 9 audit
 
-Each stage is its own module; this one only strings them together and keeps the audit
-trail of what each stage learned, so that every outcome, allowed or denied, is written
-as one event. PII is returned only after the event is written.
+Each stage is its own module; this one strings them together inside the audit envelopes
+that make "every decision is audited" hold by construction:
+
+- the caller envelope covers stages 1–2 and the request's own checks (a batch that is
+  empty or too large is refused only once the caller is known, and audited);
+- one item envelope per subject token covers stages 3–8, whatever raises in them;
+- each envelope ends in exactly one call to the recorder (`piigate.audit.recorder`),
+  which writes the event, and PII is returned only after its event is written.
+
+A single Detokenize is a call with one item: single and batch share every line. The
+pipeline knows nothing of gRPC: the transport gives it a `Call` and gets back each item's
+`Disclosure` or `GatewayError` (`piigate.transport.boundary` turns those into statuses).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
-import grpc
-
-from piigate.audit.event import AuditEvent, AuditSink, FieldDisclosure
+from piigate.audit.event import AuditFacts
+from piigate.audit.recorder import AuditRecorder
 from piigate.config import IssuerConfig, Profile
-from piigate.errors import (
-    DistinctSubjectsExceeded,
-    GatewayError,
-    TokenBindingMismatch,
-    TokenCarriesDeniedClaim,
-    VaultTokenNotFound,
-)
+from piigate.errors import BatchTooLarge, CallCancelled, GatewayError, RequestInvalid
 from piigate.identity.caller import Caller, CallerAuthenticator
 from piigate.identity.peer import PeerIdentity
 from piigate.identity.pii_claim import pii_token_id
 from piigate.identity.subject import refuse_denied_claims, verify_subject
 from piigate.limits.abuse import AbuseGuard
-from piigate.policy.decision import DisclosureRequest, Plan, SubjectFacts, decide
+from piigate.policy.decision import Checks, DisclosureRequest, Plan, SubjectFacts, decide
 from piigate.policy.profiles import ProfileIndex
-from piigate.policy.shaping import DisclosedValue, shape
+from piigate.policy.shaping import Disclosure, disclose
 from piigate.tokens.claims import claim_values, granted_scopes
 from piigate.tokens.verification import VerifiedToken
 from piigate.tokens.verifier import TokenVerifier
-from piigate.transport.metrics import Metrics
 from piigate.vault.binding import binding_tag
-from piigate.vault.client import DetokenizeQuery, VaultClient, vault_timeout
-from piigate.vault.coalescing import CoalescingVault
+from piigate.vault.coalescing import Vault
+from piigate.vault.reads import CallReads, Read
 
-log = logging.getLogger(__name__)
+Outcome = Disclosure | GatewayError
+T = TypeVar("T")
 
-# Failures that are the caller's (or its user's) doing are "denied"; the rest "failed".
-_DENIED_CODES = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.FAILED_PRECONDITION,
-    }
-)
-
-
-# Refusals that are events of their own kind in the audit trail (and alerts in a SIEM).
-_EVENTS: dict[type[GatewayError], str] = {
-    TokenCarriesDeniedClaim: "pii_in_token",
-    DistinctSubjectsExceeded: "harvesting_suspected",
-    TokenBindingMismatch: "binding_failure",
-}
+# What the gateway keeps of the caller's deadline for its own answer and audit write, so
+# a slow vault ends in the gateway's own VAULT_TIMEOUT (audited) rather than in the
+# caller's bare DEADLINE_EXCEEDED: this much, or a quarter of a short deadline.
+ANSWER_RESERVE_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
-class Disclosure:
-    """The successful outcome of one request."""
+class Call:
+    """One RPC as the transport describes it: who sent it, for which subject tokens,
+    asking for what, and how long the caller will wait."""
 
-    token_id: str
-    profile: str
-    reason: str
-    fields: tuple[DisclosedValue, ...]
-    notes: Mapping[str, str]  # field -> why it was disclosed in a lesser form
-
-
-@dataclass(slots=True)
-class _Trail:
-    """What the stages have learned so far, for the audit event."""
-
-    request_id: str
-    started: float
-    facts: dict[str, Any] = field(default_factory=dict)  # AuditEvent fields learned so far
-
-    def event(
-        self,
-        outcome: str,
-        error_reason: str | None = None,
-        fields: Sequence[FieldDisclosure] = (),
-        event: str | None = None,
-    ) -> AuditEvent:
-        return AuditEvent(
-            time=self.started,
-            request_id=self.request_id,
-            outcome=outcome,
-            fields=tuple(fields),
-            error_reason=error_reason,
-            event=event or "disclosure",
-            **self.facts,
-        )
-
-    def fork(self, started: float) -> _Trail:
-        """A trail for one item of a request: the caller's facts, its own request id."""
-        return _Trail(_request_id(), started, dict(self.facts))
-
-
-def _request_id() -> str:
-    """128 random bits as 32 hex digits (uuid4's strength, without building a UUID)."""
-    return os.urandom(16).hex()
-
-
-@dataclass(slots=True)
-class _Item:
-    """One subject token's way through the stages."""
-
-    trail: _Trail
-    token_id: str | None = None
-    plan: Plan | None = None
-    binding: str | None = None
-    outcome: Disclosure | GatewayError | None = None
+    metadata: Sequence[tuple[str, str | bytes]]
+    peer: PeerIdentity | None
+    time_remaining_s: float | None  # None: no client deadline
+    subject_tokens: tuple[str, ...]
+    request: DisclosureRequest
+    batch: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     request_timeout_s: float
     vault_timeout_s: float
+    max_batch_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Stages 3–5 for one subject token: whose token, which vault token, which plan."""
+
+    subject: VerifiedToken
+    issuer: IssuerConfig
+    token_id: str
+    plan: Plan
+
+
+class SubjectDecider:
+    """Stages 3–5, the decision sequence for one subject token: the gateway runs it for
+    every item, and `piigate explain` runs the very same code with a report."""
+
+    def __init__(self, verifier: TokenVerifier, issuers: Mapping[str, IssuerConfig]) -> None:
+        self._verifier = verifier
+        self._issuers = issuers
+
+    async def decide(
+        self,
+        profile: Profile,
+        subject_token: str,
+        request: DisclosureRequest,
+        now: float,
+        facts: AuditFacts,
+        checks: Checks | None = None,
+    ) -> Decision:
+        """The decision, or the first refusal raised; `facts` learns each stage's result
+        as it is known, so a later refusal's event still says who and what."""
+        c = checks or Checks()
+        subject = await verify_subject(self._verifier, subject_token)
+        issuer = self._issuers[subject.issuer_name]
+        facts.subject_iss, facts.subject_sub = issuer.issuer, subject.subject
+        facts.jti = subject.jti
+        c.note("subject token verified", f"issuer {issuer.name}, sub {subject.subject}")
+        c.run("no deny-listed claims", refuse_denied_claims, subject.claims, issuer.denied_claims)
+        token_id = c.run("vault token claim present", pii_token_id, subject.claims,
+                         issuer.pii_token_claim)
+        facts.token_id = token_id
+        subject_facts = SubjectFacts(
+            audiences=claim_values(subject.claims, issuer.audience_claims),
+            scopes=granted_scopes(subject.claims, issuer.scope_claims),
+            claims=subject.claims,
+        )
+        plan = decide(profile, subject_facts, request, now, c)
+        facts.reason, facts.adhoc_reason = plan.reason, plan.adhoc_reason
+        assert token_id is not None  # decide() raised a recorded refusal otherwise
+        return Decision(subject, issuer, token_id, plan)
 
 
 class DetokenizationPipeline:
-    """Runs Detokenize requests, one subject token or many, through every stage."""
+    """Runs Detokenize calls, one subject token or many, through every stage."""
 
     def __init__(
         self,
         callers: CallerAuthenticator,
         profiles: ProfileIndex,
-        verifier: TokenVerifier,
-        issuers: Mapping[str, IssuerConfig],
-        vault: VaultClient | CoalescingVault,
-        audit: AuditSink,
+        decider: SubjectDecider,
+        vault: Vault,
+        recorder: AuditRecorder,
+        abuse: AbuseGuard,
         limits: Limits,
         clock: Callable[[], float],
-        metrics: Metrics,
-        abuse: AbuseGuard,
     ) -> None:
         self._callers = callers
         self._profiles = profiles
-        self._verifier = verifier
-        self._issuers = issuers
+        self._decider = decider
         self._vault = vault
-        self._audit = audit
+        self._recorder = recorder
+        self._abuse = abuse
         self._limits = limits
         self._clock = clock
-        self._metrics = metrics
-        self._abuse = abuse
 
-    async def detokenize(
-        self,
-        metadata: Sequence[tuple[str, str | bytes]],
-        subject_token: str,
-        request: DisclosureRequest,
-        time_remaining_s: float | None,
-        peer: PeerIdentity | None = None,
-    ) -> Disclosure:
-        """One subject token; any failure is raised."""
-        (outcome,) = await self.detokenize_many(
-            metadata, (subject_token,), request, time_remaining_s, peer
-        )
-        if isinstance(outcome, GatewayError):
-            raise outcome
-        return outcome
-
-    async def detokenize_many(
-        self,
-        metadata: Sequence[tuple[str, str | bytes]],
-        subject_tokens: Sequence[str],
-        request: DisclosureRequest,
-        time_remaining_s: float | None,
-        peer: PeerIdentity | None = None,
-    ) -> list[Disclosure | GatewayError]:
-        """Many subject tokens under one caller and one request shape. The caller's own
-        failure is raised; each token's failure is returned in its place. Every token gets
-        its own audit event, written before any of its data is returned."""
+    async def run(self, call: Call) -> list[Outcome]:
+        """Each subject token's outcome, in order. A refusal of the call itself (caller,
+        profile, batch size) is raised; each token's failure is returned in its place."""
         started = self._clock()
-        caller_trail = _Trail(_request_id(), started)
-        if len(subject_tokens) > 1:
-            caller_trail.facts["batch_id"] = caller_trail.request_id
+        facts = AuditFacts(_request_id(), started)
+        if call.batch:
+            facts.batch_id = facts.request_id
         try:
-            caller, profile = await self._authorize(caller_trail, metadata, peer)
-        except Exception as exc:
-            await self._record_failure(caller_trail, exc)
-            raise
-        items = [_Item(caller_trail.fork(started)) for _ in subject_tokens]
-        now = self._clock()
-        for item, token in zip(items, subject_tokens, strict=True):
-            try:
-                self._decide(item, caller, profile, await self._subject(item, token), request,
-                             now)
-            except GatewayError as exc:
-                item.outcome = exc
-            except Exception as exc:
-                await self._record_failure(item.trail, exc)
-                raise
-        await self._read_all([i for i in items if i.outcome is None], time_remaining_s)
-        return [await self._finish(item) for item in items]
+            caller, profile = await self._authorize(call, facts)
+        except BaseException as exc:
+            raise await self._record(facts, exc) from None
+        loop = asyncio.get_running_loop()
+        reads = CallReads(self._vault, len(call.subject_tokens), loop.time() +
+                          self._vault_budget(call))
+        if len(call.subject_tokens) == 1:
+            token = call.subject_tokens[0]
+            return [await self._item(call, caller, profile, token, facts.for_item(_request_id()),
+                                     reads, _Turn(None, loop.create_future()))]
+        turns = _turns(loop, len(call.subject_tokens))
+        return list(await asyncio.gather(*(
+            self._item(call, caller, profile, token, facts.for_item(_request_id()), reads, turn)
+            for token, turn in zip(call.subject_tokens, turns, strict=True))))
 
-    # --- stages ---------------------------------------------------------------------
-    async def _authorize(
-        self, trail: _Trail, metadata: Sequence[tuple[str, str | bytes]],
-        peer: PeerIdentity | None,
-    ) -> tuple[Caller, Profile]:
-        caller = await self._callers.identify(metadata, peer)
-        trail.facts.update(caller=caller.client_id, caller_issuer=caller.issuer_name)
-        if peer is not None:
-            trail.facts["caller_peer"] = peer.spiffe_id or ",".join(peer.uri_sans + peer.dns_sans)
+    # --- the envelopes ----------------------------------------------------------------
+    async def _authorize(self, call: Call, facts: AuditFacts) -> tuple[Caller, Profile]:
+        """Stages 1–2, then the call's own checks: authenticate first, then validate."""
+        caller = await self._callers.identify(call.metadata, call.peer)
+        facts.caller, facts.caller_issuer = caller.client_id, caller.issuer_name
+        if call.peer is not None:
+            facts.caller_peer = call.peer.spiffe_id or ",".join(
+                call.peer.uri_sans + call.peer.dns_sans)
         profile = self._profiles.select(caller)
-        trail.facts["profile"] = profile.name
+        facts.profile = profile.name
+        if not call.subject_tokens:
+            raise RequestInvalid({"detail": "no subject tokens"})
+        if len(call.subject_tokens) > self._limits.max_batch_size:
+            raise BatchTooLarge({"max": str(self._limits.max_batch_size)})
         return caller, profile
 
-    async def _subject(self, item: _Item, subject_token: str) -> VerifiedToken:
-        subject = await verify_subject(self._verifier, subject_token)
-        issuer = self._issuers[subject.issuer_name]
-        item.trail.facts.update(
-            subject_iss=issuer.issuer, subject_sub=subject.subject, jti=subject.jti
-        )
-        refuse_denied_claims(subject.claims, issuer.denied_claims)
-        item.token_id = pii_token_id(subject.claims, issuer.pii_token_claim)
-        item.trail.facts["token_id"] = item.token_id
-        return subject
-
-    def _decide(
-        self, item: _Item, caller: Caller, profile: Profile, subject: VerifiedToken,
-        request: DisclosureRequest, now: float,
-    ) -> None:
-        issuer = self._issuers[subject.issuer_name]
-        facts = SubjectFacts(
-            audiences=claim_values(subject.claims, issuer.audience_claims),
-            scopes=granted_scopes(subject.claims, issuer.scope_claims),
-            claims=subject.claims,
-        )
-        item.plan = decide(profile, facts, request, now)
-        item.trail.facts.update(reason=item.plan.reason, adhoc_reason=item.plan.adhoc_reason)
-        self._abuse.admit(profile, caller, subject, now)
-        if profile.bind_tokens:
-            # The vault itself then refuses a token tagged for someone else.
-            item.binding = binding_tag(issuer.issuer, subject.subject, issuer.binding_key)
-
-    async def _read_all(self, items: list[_Item], time_remaining_s: float | None) -> None:
-        """One vault call per group of items that can share it: same properties, reason
-        and key, and no binding tag (tags are intersected, so each bound item asks alone).
-        A group's failure is each of its items' failure."""
-        groups: dict[tuple[object, ...], list[_Item]] = {}
-        for item in items:
-            plan = item.plan
-            assert plan is not None  # set by _decide
-            alone = id(item) if item.binding else None
-            key = (plan.vault_props, plan.reason, plan.adhoc_reason, alone)
-            groups.setdefault(key, []).append(item)
-        timeout = vault_timeout(
-            time_remaining_s, self._limits.request_timeout_s, self._limits.vault_timeout_s
-        )
-        await asyncio.gather(*(self._read_group(g, timeout) for g in groups.values()))
-
-    async def _read_group(self, group: list[_Item], timeout_s: float) -> None:
-        first = group[0]
-        plan = first.plan
-        assert plan is not None
-        if not plan.vault_props:
-            # Everything is redacted: nothing is read, so nothing is asked of the vault
-            # (an empty `props` would make the vault return every property).
-            for item in group:
-                item.outcome = self._disclosure(item, {})
-            return
-        query = DetokenizeQuery(
-            collection=plan.profile.collection,
-            token_ids=tuple(dict.fromkeys(i.token_id for i in group if i.token_id)),
-            props=plan.vault_props,
-            reason=plan.reason,
-            adhoc_reason=plan.adhoc_reason,
-            api_key=plan.profile.vault_api_key,
-            tags=(first.binding,) if first.binding else (),
-            # Joins the vault's own audit log with piigate's.
-            custom_audit=f"piigate request {_request_ref(first.trail)}",
-        )
+    async def _item(
+        self, call: Call, caller: Caller, profile: Profile, subject_token: str,
+        facts: AuditFacts, reads: CallReads, turn: _Turn,
+    ) -> Outcome:
+        """Stages 3–8 for one subject token, and its one audit event (written in the
+        call's item order, so a batch reads in order in the trail)."""
+        asked = False
         try:
-            found = await self._vault.detokenize(query, timeout_s)
-        except GatewayError as exc:
-            for item in group:
-                item.outcome = exc
-            return
-        for item in group:
-            fields = found.get(item.token_id or "")
-            if fields is None:
-                # With a binding tag, "no such token" and "another user's token" look the
-                # same on purpose: the vault does not reveal which.
-                item.outcome = TokenBindingMismatch() if item.binding else VaultTokenNotFound()
-            else:
-                item.outcome = self._disclosure(item, fields)
+            now = self._clock()
+            decision = await self._decider.decide(profile, subject_token, call.request, now,
+                                                  facts)
+            self._abuse.admit(profile, caller, decision.subject, now)
+            asked = True
+            fields = await reads.read(Read(
+                decision.plan, decision.token_id, self._binding(profile, decision),
+                facts.batch_id or facts.request_id,
+            ))
+            disclosure = disclose(decision.plan, decision.token_id, fields)
+        except BaseException as exc:
+            if not asked:
+                reads.drop()
+            return await self._record(facts, exc, turn)
+        return await turn.take(self._recorder.allowed(facts, disclosure))
 
+    async def _record(
+        self, facts: AuditFacts, exc: BaseException, turn: _Turn | None = None
+    ) -> GatewayError:
+        """The one audit event of a refused or failed envelope. A cancelled call (the
+        caller left) is recorded too, beyond the reach of a second cancellation, and the
+        cancellation then goes on."""
+        turn = turn or _Turn(None, asyncio.get_running_loop().create_future())
+        if isinstance(exc, asyncio.CancelledError):
+            await asyncio.shield(turn.take(self._recorder.refused(facts, CallCancelled())))
+            raise exc
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not ours
+            raise exc
+        return await turn.take(self._recorder.refused(facts, exc))
+
+    # --- helpers ----------------------------------------------------------------------
     @staticmethod
-    def _disclosure(item: _Item, fields: Mapping[str, object]) -> Disclosure:
-        plan = item.plan
-        assert plan is not None
-        assert item.token_id is not None
-        return Disclosure(item.token_id, plan.profile.name, plan.reason, shape(plan, fields),
-                          plan.notes)
+    def _binding(profile: Profile, decision: Decision) -> str | None:
+        if not profile.bind_tokens:
+            return None
+        # The vault itself then refuses a token tagged for someone else.
+        issuer = decision.issuer
+        return binding_tag(issuer.issuer, decision.subject.subject, issuer.binding_key)
 
-    # --- audit ----------------------------------------------------------------------
-    async def _finish(self, item: _Item) -> Disclosure | GatewayError:
-        outcome = item.outcome
-        if isinstance(outcome, GatewayError):
-            await self._record_failure(item.trail, outcome)
-            return outcome
-        assert outcome is not None
-        fields = [FieldDisclosure(f.name, f.disclosure, outcome.notes.get(f.name))
-                  for f in outcome.fields]
-        event = item.trail.event("allowed", fields=fields)
+    def _vault_budget(self, call: Call) -> float:
+        """What the vault call may take: the smaller of the server-side cap, the vault's
+        own timeout, and the caller's deadline less the answer reserve."""
+        budget = min(self._limits.request_timeout_s, self._limits.vault_timeout_s)
+        remaining = call.time_remaining_s
+        if remaining is None:
+            return budget
+        reserve = min(ANSWER_RESERVE_S, remaining / 4)
+        return max(0.0, min(budget, remaining - reserve))
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """An item's turn to write its event: after the item before it, before the next."""
+
+    previous: asyncio.Future[None] | None
+    mine: asyncio.Future[None]
+
+    async def take(self, write: Awaitable[T]) -> T:
         try:
-            await self._audit.write(event)  # fail closed: no event, no data
-        except GatewayError as exc:
-            self._count(event.profile, "failed", exc.reason)
-            return exc
-        self._count(event.profile, "allowed", "OK")
-        return outcome
-
-    async def _record_failure(self, trail: _Trail, exc: Exception) -> None:
-        """Count and audit a refusal; a sink failure must not mask the original error (no
-        PII is being returned), but it is logged for the operator."""
-        if isinstance(exc, TokenCarriesDeniedClaim):
-            # An alert of its own: the identity provider is leaking PII into tokens.
-            self._metrics.inc("piigate_denied_claims_total",
-                              issuer=str(trail.facts.get("subject_iss")),
-                              claim=exc.metadata.get("claim", "-"))
-        if isinstance(exc, GatewayError):
-            outcome = "denied" if exc.code in _DENIED_CODES else "failed"
-            event = trail.event(outcome, exc.reason, event=_EVENTS.get(type(exc)))
-        else:
-            event = trail.event("failed", "INTERNAL")
-        self._count(event.profile, event.outcome, event.error_reason or "INTERNAL")
-        try:
-            await self._audit.write(event)
-        except GatewayError:
-            log.error("audit sink failed while recording a %s outcome", event.outcome)
-
-    def _count(self, profile: str | None, outcome: str, reason: str) -> None:
-        self._metrics.inc(
-            "piigate_decisions_total", outcome=outcome, reason=reason, profile=profile or "-"
-        )
+            if self.previous is not None:
+                await asyncio.shield(self.previous)
+            return await write
+        finally:
+            if not self.mine.done():
+                self.mine.set_result(None)
 
 
-def _request_ref(trail: _Trail) -> str:
-    """What the vault's audit log records to join with piigate's: the batch or request id."""
-    return str(trail.facts.get("batch_id") or trail.request_id)
+def _turns(loop: asyncio.AbstractEventLoop, n: int) -> list[_Turn]:
+    done = [loop.create_future() for _ in range(n)]
+    return [_Turn(done[i - 1] if i else None, done[i]) for i in range(n)]
+
+
+def _request_id() -> str:
+    """128 random bits as 32 hex digits (uuid4's strength, without building a UUID)."""
+    return os.urandom(16).hex()

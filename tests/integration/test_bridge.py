@@ -16,8 +16,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from piigate.errors import ScopeMissing
+from piigate.pipeline import Call
 from piigate.transport import bridge
-from piigate.transport.boundary import CallContext, guarded
+from piigate.transport.boundary import answer
 from piigate_client.v1 import detokenization_pb2 as pb
 from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
 
@@ -29,23 +30,19 @@ GUARD_S = 10.0  # bounds every wait in these tests; no assertion depends on it
 class FakeService:
     """Stands in for `piigate.transport.service.DetokenizationService` on the loop side."""
 
-    behaviour: Callable[[CallContext], Awaitable[pb.DetokenizeResponse]]
+    behaviour: Callable[[Call], Awaitable[pb.DetokenizeResponse | grpc.Status]]
     started: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def Detokenize(
-        self, request: pb.DetokenizeRequest, context: CallContext
-    ) -> pb.DetokenizeResponse:
+    async def detokenize(self, call: Call) -> pb.DetokenizeResponse | grpc.Status:
         self.started.set()
         try:
-            return await self.behaviour(context)
+            return await self.behaviour(call)
         except asyncio.CancelledError:
             self.cancelled.set()
             raise
 
-    async def BatchDetokenize(
-        self, request: pb.BatchDetokenizeRequest, context: CallContext
-    ) -> pb.BatchDetokenizeResponse:
+    async def batch_detokenize(self, call: Call) -> pb.BatchDetokenizeResponse:
         return pb.BatchDetokenizeResponse()
 
 
@@ -69,9 +66,10 @@ class Served:
         return await asyncio.wait_for(asyncio.to_thread(blocking), GUARD_S)
 
 
-async def _answer(context: CallContext) -> pb.DetokenizeResponse:
-    metadata = dict(context.invocation_metadata() or ())
-    return pb.DetokenizeResponse(token_id=str(metadata.get("x-probe")), profile="p")
+async def _answer(call: Call) -> pb.DetokenizeResponse:
+    metadata = dict(call.metadata)
+    return pb.DetokenizeResponse(token_id=str(metadata.get("x-probe")),
+                                 profile=call.subject_tokens[0])
 
 
 @pytest.fixture
@@ -79,7 +77,7 @@ async def serve() -> AsyncIterator[Callable[..., Served]]:
     servers: list[grpc.Server] = []
 
     def start(
-        behaviour: Callable[[CallContext], Awaitable[pb.DetokenizeResponse]] = _answer,
+        behaviour: Callable[[Call], Awaitable[pb.DetokenizeResponse | grpc.Status]] = _answer,
         request_timeout_s: float = 3.0,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> Served:
@@ -108,15 +106,15 @@ async def test_an_answer_crosses_with_the_calls_own_metadata(
 ) -> None:
     served = serve()
     answer = await served.call()
-    assert (answer.token_id, answer.profile) == ("p", "p")
+    assert (answer.token_id, answer.profile) == ("p", "t")  # the metadata, the request
 
 
 async def test_the_boundarys_status_crosses_intact(serve: Callable[..., Served]) -> None:
-    async def refuse(context: CallContext) -> pb.DetokenizeResponse:
+    async def refuse(call: Call) -> pb.DetokenizeResponse | grpc.Status:
         async def failing() -> pb.DetokenizeResponse:
             raise ScopeMissing({"profile": "support"})
 
-        return await guarded(context, failing())
+        return await answer(failing())
 
     served = serve(refuse)
     with pytest.raises(grpc.RpcError) as caught:
@@ -133,8 +131,8 @@ async def test_the_boundarys_status_crosses_intact(serve: Callable[..., Served])
 async def test_an_unexpected_exception_is_a_bare_internal_without_its_text(
     serve: Callable[..., Served],
 ) -> None:
-    async def explode(context: CallContext) -> pb.DetokenizeResponse:
-        raise RuntimeError(f"value was {SECRET}")  # not through guarded(): the bridge's net
+    async def explode(call: Call) -> pb.DetokenizeResponse:
+        raise RuntimeError(f"value was {SECRET}")  # not through answer(): the bridge's net
 
     served = serve(explode)
     with pytest.raises(grpc.RpcError) as caught:
@@ -150,7 +148,7 @@ async def test_an_unexpected_exception_is_a_bare_internal_without_its_text(
 async def test_a_client_that_leaves_cancels_the_work_on_the_loop(
     serve: Callable[..., Served],
 ) -> None:
-    async def linger(context: CallContext) -> pb.DetokenizeResponse:
+    async def linger(call: Call) -> pb.DetokenizeResponse:
         await asyncio.sleep(GUARD_S)
         return pb.DetokenizeResponse()
 
@@ -168,7 +166,7 @@ async def test_a_stuck_loop_side_call_is_given_up_with_internal(
 ) -> None:
     monkeypatch.setattr(bridge, "OVERRUN_MARGIN_S", 0.0)
 
-    async def hang(context: CallContext) -> pb.DetokenizeResponse:
+    async def hang(call: Call) -> pb.DetokenizeResponse:
         await asyncio.sleep(GUARD_S)
         return pb.DetokenizeResponse()
 

@@ -1,4 +1,4 @@
-"""Stage 9: the audit trail. One JSON line per decision, allowed or denied.
+"""Stage 9: the audit event. One JSON line per decision, allowed or denied.
 
 An event says who (caller, subject as `iss` + `sub`, `jti`), what (vault token id,
 fields and how each was disclosed), why (reason), under which profile, and the outcome
@@ -72,6 +72,52 @@ class AuditEvent:
 
 
 _EVENT_FIELDS = tuple(f.name for f in fields(AuditEvent))
+
+
+@dataclass(slots=True)
+class AuditFacts:
+    """What the stages have established about one call (or one item of a batch) so far:
+    the who and why of its event. The pipeline's envelope records each stage's result
+    here as the stage returns it, so that whichever stage refuses, the event says all
+    that was known by then. Never a value, never a token."""
+
+    request_id: str
+    started: float
+    batch_id: str | None = None
+    caller: str | None = None
+    caller_issuer: str | None = None
+    caller_peer: str | None = None
+    profile: str | None = None
+    subject_iss: str | None = None
+    subject_sub: str | None = None
+    jti: str | None = None
+    token_id: str | None = None
+    reason: str | None = None
+    adhoc_reason: str | None = None
+
+    def for_item(self, request_id: str) -> AuditFacts:
+        """The facts of one item of a call: the caller's, under the item's own id."""
+        return AuditFacts(
+            request_id, self.started, self.batch_id, self.caller, self.caller_issuer,
+            self.caller_peer, self.profile,
+        )
+
+    def event(
+        self,
+        outcome: str,
+        fields: Sequence[FieldDisclosure] = (),
+        error_reason: str | None = None,
+        event: str = "disclosure",
+    ) -> AuditEvent:
+        """The event that records this call's outcome."""
+        return AuditEvent(
+            time=self.started, request_id=self.request_id, outcome=outcome,
+            batch_id=self.batch_id, caller=self.caller, caller_issuer=self.caller_issuer,
+            caller_peer=self.caller_peer, subject_iss=self.subject_iss,
+            subject_sub=self.subject_sub, jti=self.jti, token_id=self.token_id,
+            profile=self.profile, reason=self.reason, adhoc_reason=self.adhoc_reason,
+            fields=tuple(fields), error_reason=error_reason, event=event,
+        )
 
 
 class AuditSink(Protocol):

@@ -4,10 +4,13 @@ check by check and field by field, without calling the vault.
     piigate explain --config piigate.toml --caller support-tool --subject-token-file t.jwt
 
 It is how an operator tests a profile change before shipping it. The subject token is
-verified for real (its issuer's keys are fetched), with the same stages and the same pure
-decision functions the gateway runs; only the vault call and the audit event are left out.
-Output names claims, checks, profiles and fields, never a token or a claim's value beyond
-the subject and issuer. Exit status: 0 would be allowed, 1 would be denied, 2 bad usage.
+verified for real (its issuer's keys are fetched), and the decision is the gateway's own
+code: the caller's profile (`ProfileIndex.select`) and the pipeline's decision sequence
+(`piigate.pipeline.SubjectDecider`), run with a report so that every check is recorded
+rather than stopping at the first refusal. Only the abuse limits, the vault call and the
+audit event are left out. Output names claims, checks, profiles and fields, never a token
+or a claim's value beyond the subject and issuer. Exit status: 0 would be allowed, 1 would
+be denied, 2 bad usage.
 """
 
 from __future__ import annotations
@@ -15,32 +18,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
+from piigate.audit.event import AuditFacts
 from piigate.cli.check_config import load_or_report
 from piigate.config import GatewayConfig, Profile
-from piigate.errors import GatewayError
+from piigate.errors import GatewayError, StepUpRequired
 from piigate.identity.caller import Caller
 from piigate.identity.peer import PeerIdentity
-from piigate.identity.pii_claim import pii_token_id
-from piigate.identity.subject import refuse_denied_claims, verify_subject
-from piigate.policy.decision import (
-    DisclosureRequest,
-    SubjectFacts,
-    check_adhoc_reason,
-    check_audience,
-    check_launch,
-    check_scopes,
-    choose_fields,
-    choose_reason,
-    unmet_step_up,
-)
+from piigate.pipeline import SubjectDecider
+from piigate.policy.decision import Check, Checks, DisclosureRequest
 from piigate.policy.profiles import ProfileIndex
-from piigate.tokens.claims import claim_values, granted_scopes
 from piigate.tokens.verifier import TokenVerifier
 
 _LABELS = {"raw": "raw", "mask": "masked", "redact": "redacted"}
@@ -50,26 +41,16 @@ _LABELS = {"raw": "raw", "mask": "masked", "redact": "redacted"}
 class Report:
     """Every check with its verdict, and each field's disclosure."""
 
-    checks: list[tuple[bool, str]] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
     fields: list[tuple[str, str, str]] = field(default_factory=list)  # name, outcome, why
-    denied_by: str | None = None
 
-    def check(self, label: str, run: Callable[[], object]) -> object | None:
-        """Run one check; record PASS or FAIL with the error's reason."""
-        try:
-            result = run()
-        except GatewayError as exc:
-            self.fail(f"{label}: {exc.reason}{_meta(exc)}", exc.reason)
-            return None
-        self.checks.append((True, label))
-        return result
-
-    def fail(self, text: str, reason: str) -> None:
-        self.checks.append((False, text))
-        self.denied_by = self.denied_by or reason
+    @property
+    def denied_by(self) -> str | None:
+        """The reason of the first refusal: the one the gateway would answer with."""
+        return next((c.refusal.reason for c in self.checks if c.refusal is not None), None)
 
     def render(self) -> str:
-        lines = [f"  {'PASS' if ok else 'FAIL'}  {text}" for ok, text in self.checks]
+        lines = [f"  {_line(c)}" for c in self.checks]
         if self.fields:
             width = max(len(name) for name, _, _ in self.fields)
             lines.append("fields")
@@ -80,9 +61,12 @@ class Report:
         return "\n".join(lines)
 
 
-def _meta(exc: GatewayError) -> str:
-    shown = {k: v for k, v in exc.metadata.items() if k != "token_role"}
-    return f" ({', '.join(f'{k}={v}' for k, v in sorted(shown.items()))})" if shown else ""
+def _line(check: Check) -> str:
+    if check.refusal is None:
+        return f"PASS  {check.label}" + (f" ({check.detail})" if check.detail else "")
+    shown = {k: v for k, v in check.refusal.metadata.items() if k != "token_role"}
+    meta = f" ({', '.join(f'{k}={v}' for k, v in sorted(shown.items()))})" if shown else ""
+    return f"FAIL  {check.label}: {check.refusal.reason}{meta}"
 
 
 async def explain(
@@ -95,64 +79,69 @@ async def explain(
 ) -> Report:
     """The report for `caller` presenting `subject_token` with `request`."""
     report = Report()
-    profile = report.check("caller has a profile", lambda: ProfileIndex(
-        config.profiles).select(caller))
-    if not isinstance(profile, Profile):
-        return report
-    report.checks[-1] = (True, f"caller has a profile: {profile.name}")
     try:
-        subject = await verify_subject(verifier, subject_token)
+        profile = ProfileIndex(config.profiles).select(caller)
     except GatewayError as exc:
-        report.fail(f"subject token verified: {exc.reason}{_meta(exc)}", exc.reason)
+        report.checks.append(Check("caller has a profile", exc))
         return report
-    issuer = next(i for i in config.issuers if i.name == subject.issuer_name)
-    report.checks.append((True, f"subject token verified (issuer {issuer.name}, sub "
-                                f"{subject.subject})"))
-    report.check("no deny-listed claims", lambda: refuse_denied_claims(
-        subject.claims, issuer.denied_claims))
-    report.check("vault token claim present", lambda: pii_token_id(
-        subject.claims, issuer.pii_token_claim))
-    facts = SubjectFacts(claim_values(subject.claims, issuer.audience_claims),
-                         granted_scopes(subject.claims, issuer.scope_claims), subject.claims)
-    report.check("audience accepted", lambda: check_audience(profile, facts))
-    report.check("required scopes granted", lambda: check_scopes(profile, facts))
-    report.check("launch context", lambda: check_launch(profile, facts))
-    reason = report.check("reason allowed", lambda: choose_reason(profile, request))
-    if isinstance(reason, str):
-        report.checks[-1] = (True, f"reason allowed: {reason}")
-        report.check("adhoc reason", lambda: check_adhoc_reason(reason, request.adhoc_reason))
-    report.check("fields within the profile", lambda: choose_fields(profile, request.fields))
-    _explain_fields(report, profile, request, reason if isinstance(reason, str) else None,
-                    facts, now)
+    report.checks.append(Check(f"caller has a profile: {profile.name}"))
+    checks = Checks(report.checks)
+    decider = SubjectDecider(verifier, {i.name: i for i in config.issuers})
+    try:
+        await decider.decide(profile, subject_token, request, now, AuditFacts("explain", now),
+                             checks)
+    except GatewayError as exc:
+        if not any(c.refusal is exc for c in report.checks):  # the token itself failed
+            report.checks.append(Check("subject token verified", exc))
+            return report
+    _name_the_reason(report, profile, request)
+    _explain_fields(report, profile, request, checks)
     if profile.one_time_tokens:
-        report.checks.append((True, "one-time token: a second use of this jti is refused"))
+        report.checks.append(Check("one-time token: a second use of this jti is refused"))
     return report
 
 
+def _name_the_reason(report: Report, profile: Profile, request: DisclosureRequest) -> None:
+    for i, check in enumerate(report.checks):
+        if check.label == "reason allowed" and check.refusal is None:
+            reason = request.reason or profile.default_reason
+            report.checks[i] = Check(f"reason allowed: {reason}")
+
+
 def _explain_fields(
-    report: Report, profile: Profile, request: DisclosureRequest, reason: str | None,
-    facts: SubjectFacts, now: float,
+    report: Report, profile: Profile, request: DisclosureRequest, checks: Checks
 ) -> None:
-    wanted = set(request.fields)
-    for name, disposition in profile.fields.items():
-        if wanted and name not in wanted:
+    planned = dict(checks.planned)
+    refused = next((c.refusal.metadata.get("field") for c in report.checks
+                    if isinstance(c.refusal, StepUpRequired)), None)
+    for name in profile.fields:
+        if name == refused:
+            report.fields.append((name, "withheld", f"step-up unmet "
+                                  f"({_unmet(report)}): call refused"))
+        elif name not in planned:
             report.fields.append((name, "withheld", "not requested"))
-            continue
-        rule = profile.step_up.get(name)
-        unmet = unmet_step_up(rule, reason or "", facts.claims, now) if rule else None
-        if rule is None or unmet is None:
-            why = {"raw": "profile discloses it raw" + (" (step-up met)" if rule else ""),
-                   "mask": f"vault transformation {name}.mask",
-                   "redact": "profile redacts it; not read from the vault"}[disposition]
-            report.fields.append((name, _LABELS[disposition], why))
-        elif rule.otherwise == "refuse":
-            report.fields.append((name, "withheld", f"step-up unmet ({unmet}): call refused"))
-            report.denied_by = report.denied_by or "STEP_UP_REQUIRED"
         else:
-            report.fields.append((name, _LABELS[rule.otherwise],
-                                  f"step-up unmet ({unmet}): falls back to {rule.otherwise}"))
-    for name in sorted(wanted - set(profile.fields)):
-        report.fields.append((name, "withheld", "not in the profile"))
+            report.fields.append(_why(name, planned[name], checks.notes.get(name),
+                                      name in profile.step_up))
+    for name in request.fields:
+        if name not in profile.fields:
+            report.fields.append((name, "withheld", "not in the profile"))
+
+
+def _unmet(report: Report) -> str:
+    """Which step-up condition the refused field did not meet."""
+    return next((c.refusal.metadata.get("unmet", "?") for c in report.checks
+                 if isinstance(c.refusal, StepUpRequired)), "?")
+
+
+def _why(name: str, disposition: str, note: str | None, stepped: bool) -> tuple[str, str, str]:
+    if note is not None:  # step_up_unmet:<condition>
+        unmet = note.partition(":")[2]
+        return name, _LABELS[disposition], f"step-up unmet ({unmet}): falls back to {disposition}"
+    why = {"raw": "profile discloses it raw" + (" (step-up met)" if stepped else ""),
+           "mask": f"vault transformation {name}.mask",
+           "redact": "profile redacts it; not read from the vault"}[disposition]
+    return name, _LABELS[disposition], why
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from piigate.config import PIIANO_REASONS, PROPERTY_NAME, Disposition, Profile, StepUp
 from piigate.errors import (
     AudienceNotAccepted,
     FieldNameInvalid,
     FieldNotAllowed,
+    GatewayError,
     LaunchContextMissing,
     ReasonInvalid,
     ReasonNotAllowed,
@@ -28,6 +29,7 @@ from piigate.errors import (
 )
 from piigate.policy.smart_scopes import missing_scopes
 
+T = TypeVar("T")
 MAX_ADHOC_REASON = 256
 # Free-text purpose goes to the vault and the audit trail: printable text only, so it
 # cannot forge audit lines or smuggle control characters.
@@ -78,19 +80,84 @@ class SubjectFacts:
     claims: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One check of the decision sequence as `piigate explain` reports it."""
+
+    label: str
+    refusal: GatewayError | None = None  # None: passed
+    detail: str = ""
+
+
+class Checks:
+    """Runs the checks of a decision sequence. Without a report list (the gateway) a
+    refusal is raised at once; with one (`piigate explain`), every check that can run does,
+    each is recorded, and the first refusal is raised when `done` is called. Either way
+    the checks and their order are the same code."""
+
+    __slots__ = ("_first", "notes", "planned", "report")
+
+    def __init__(self, report: list[Check] | None = None) -> None:
+        self.report = report
+        self._first: GatewayError | None = None
+        # With a report: the fields the sequence arrived at, even when it refuses.
+        self.planned: tuple[tuple[str, Disposition], ...] = ()
+        self.notes: Mapping[str, str] = MappingProxyType({})
+
+    def run(self, label: str, check: Callable[..., T], *args: Any) -> T | None:
+        """`check(*args)`; with a report, a refusal is recorded and None returned."""
+        if self.report is None:
+            return check(*args)
+        try:
+            result = check(*args)
+        except GatewayError as exc:
+            self.report.append(Check(label, exc))
+            self._first = self._first or exc
+            return None
+        self.report.append(Check(label))
+        return result
+
+    def note(self, label: str, detail: str = "") -> None:
+        """Record a fact that is not a check (nothing to refuse)."""
+        if self.report is not None:
+            self.report.append(Check(label, None, detail))
+
+    def done(self) -> None:
+        """Raise the first refusal recorded, if any."""
+        if self._first is not None:
+            raise self._first
+
+
 def decide(
-    profile: Profile, subject: SubjectFacts, request: DisclosureRequest, now: float
+    profile: Profile,
+    subject: SubjectFacts,
+    request: DisclosureRequest,
+    now: float,
+    checks: Checks | None = None,
 ) -> Plan:
-    """Check a request against `profile`; return the plan or raise. The checks run in
-    this order, each its own function so `piigate explain` can report every one."""
-    check_audience(profile, subject)
-    check_scopes(profile, subject)
-    check_launch(profile, subject)
-    reason = choose_reason(profile, request)
-    adhoc = check_adhoc_reason(reason, request.adhoc_reason)
-    fields, notes = apply_step_up(
-        profile, choose_fields(profile, request.fields), reason, subject, now
-    )
+    """Check a request against `profile`; return the plan or raise. Checks run
+    permission first (audience, scope, launch context, reason, fields), so a denied caller
+    learns nothing about what exists."""
+    c = checks or Checks()
+    c.run("audience accepted", check_audience, profile, subject)
+    c.run("required scopes granted", check_scopes, profile, subject)
+    c.run("launch context", check_launch, profile, subject)
+    reason = c.run("reason allowed", choose_reason, profile, request)
+    adhoc = (c.run("adhoc reason", check_adhoc_reason, reason, request.adhoc_reason)
+             if reason is not None else None)
+    chosen = c.run("fields within the profile", choose_fields, profile, request.fields)
+    if chosen is None:  # only with a report: go on with the requested fields it names
+        chosen = tuple((n, d) for n, d in profile.fields.items()
+                       if not request.fields or n in request.fields)
+    c.planned = chosen
+    stepped = c.run("step-up for raw fields", apply_step_up, profile, chosen, reason or "",
+                    subject, now)
+    if stepped is not None:
+        c.planned, c.notes = stepped[0], MappingProxyType(stepped[1])
+    c.done()
+    assert reason is not None  # done() raised otherwise
+    assert stepped is not None
+    fields, notes = stepped
     return Plan(profile, reason, adhoc, fields, MappingProxyType(notes))
 
 

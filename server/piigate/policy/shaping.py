@@ -29,6 +29,23 @@ class DisclosedValue:
         return f"DisclosedValue(name={self.name!r}, disclosure={self.disclosure!r})"
 
 
+@dataclass(frozen=True, slots=True)
+class Disclosure:
+    """The successful outcome of one subject token: what the caller is told."""
+
+    token_id: str
+    profile: str
+    reason: str
+    fields: tuple[DisclosedValue, ...]
+    notes: Mapping[str, str]  # field -> why it was disclosed in a lesser form
+
+
+def disclose(plan: Plan, token_id: str, vault_fields: Mapping[str, Any]) -> Disclosure:
+    """The disclosure of one vault record under `plan`."""
+    return Disclosure(token_id, plan.profile.name, plan.reason, shape(plan, vault_fields),
+                      plan.notes)
+
+
 def shape(plan: Plan, vault_fields: Mapping[str, Any]) -> tuple[DisclosedValue, ...]:
     """The fields to disclose, in profile order. A property the vault did not return
     (null or absent in the record) is left out rather than invented."""

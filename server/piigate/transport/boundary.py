@@ -1,16 +1,18 @@
 """The one place where errors become gRPC statuses.
 
-An expected `GatewayError` becomes its status code with exactly one
-`google.rpc.ErrorInfo` (domain "piigate", its UPPER_SNAKE reason, its metadata) in the
-`grpc-status-details-bin` trailer. Anything else becomes a bare INTERNAL with no detail:
-internals, tracebacks and values never reach the wire (grpclib's rule).
+`answer(call)` is the transport's one way to run the pipeline: it gives back the call's
+response or the `grpc.Status` to end it with. An expected `GatewayError` becomes its
+status code with exactly one `google.rpc.ErrorInfo` (domain "piigate", its UPPER_SNAKE
+reason, its metadata) in the `grpc-status-details-bin` trailer. Anything else becomes a
+bare INTERNAL with no detail: internals, tracebacks and values never reach the wire
+(grpclib's rule).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Sequence
-from typing import Any, NoReturn, Protocol, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -51,32 +53,14 @@ def rich_status(error: GatewayError) -> status_pb2.Status:
 INTERNAL = status_of(GatewayError())
 
 
-class CallContext(Protocol):
-    """What the service reads from a call's context, and how it ends a call with a
-    status (`piigate.transport.bridge` provides it from grpc's thread-pool server)."""
-
-    def invocation_metadata(self) -> Sequence[tuple[str, str | bytes]] | None: ...
-
-    def time_remaining(self) -> float | None: ...
-
-    def auth_context(self) -> Any: ...
-
-    async def abort_with_status(self, status: grpc.Status) -> None: ...
-
-
-async def guarded(context: CallContext, call: Awaitable[T]) -> T:
-    """Await `call`; turn any failure into the call's status."""
+async def answer(call: Awaitable[T]) -> T | grpc.Status:
+    """Await `call`: its result, or the status that ends the call instead."""
     try:
         return await call
     except GatewayError as exc:
         log.info("refused: %s", exc.reason)
-        await _abort(context, status_of(exc))
+        return status_of(exc)
     except Exception as exc:
         # Type only: an exception's text could hold a value or a token.
         log.error("unexpected %s; answered INTERNAL", type(exc).__name__)
-        await _abort(context, INTERNAL)
-
-
-async def _abort(context: CallContext, status: grpc.Status) -> NoReturn:
-    await context.abort_with_status(status)
-    raise AssertionError("abort_with_status returned")  # pragma: no cover
+        return INTERNAL

@@ -7,14 +7,14 @@ meet in the coalescer and share vault calls (README "Performance"; `make bench` 
 both models). The pipeline's I/O (vault, key sets, audit) stays asyncio, on one event loop
 in the main thread.
 
-Each handler thread hands its call to that loop (`asyncio.run_coroutine_threadsafe`)
-and waits, GIL released, for the answer:
+Each handler thread reads what the call is (request, metadata, deadline, peer
+certificate) into a frozen `piigate.pipeline.Call`, hands it to that loop
+(`asyncio.run_coroutine_threadsafe`) and waits, GIL released, for what comes back: a
+response, or the `grpc.Status` the boundary (`piigate.transport.boundary`) chose, which
+it applies. Beyond that:
 
-- the service's context is a `LoopSideContext`: what it reads (metadata, deadline, peer
-  certificate) comes from the call's own context; its `abort_with_status` comes back to
-  the handler thread as `_Aborted` and is applied there, so the one boundary
-  (`piigate.transport.boundary`) still decides every status;
-- a client that goes away cancels the call on the loop too;
+- a client that goes away cancels the call on the loop too (its audit event is still
+  written: `piigate.pipeline`);
 - anything else (the loop gone at shutdown, the pipeline overrunning its own budget, a
   cancelled call) is a bare INTERNAL: no exception text ever reaches the wire, which grpc
   would otherwise send as the details of an UNKNOWN status.
@@ -25,13 +25,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import grpc
 
+from piigate.identity.peer import peer_identity
+from piigate.pipeline import Call
 from piigate.transport.boundary import INTERNAL
-from piigate.transport.service import DetokenizationService
+from piigate.transport.service import DetokenizationService, Request, describe
 from piigate_client.v1 import detokenization_pb2 as pb
 from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
 
@@ -42,37 +44,11 @@ T = TypeVar("T")
 # loop: the pipeline bounds every step itself, so reaching this means the loop is stuck.
 OVERRUN_MARGIN_S = 2.0
 
+# With no client deadline grpc reports ~9.2e18 s remaining; treat anything this large
+# as "no deadline" so the server-side budget applies.
+NO_DEADLINE_S = 1e9
 
-class _Aborted(Exception):
-    """The service ended the call with `status` (raised on the loop, applied in the
-    handler thread)."""
-
-    def __init__(self, status: grpc.Status) -> None:
-        super().__init__()
-        self.status = status
-
-
-class LoopSideContext:
-    """The `piigate.transport.boundary.CallContext` the service sees on the event loop."""
-
-    __slots__ = ("_context",)
-
-    def __init__(self, context: grpc.ServicerContext) -> None:
-        self._context = context
-
-    def invocation_metadata(self) -> Sequence[tuple[str, str | bytes]] | None:
-        metadata: Sequence[tuple[str, str | bytes]] | None = self._context.invocation_metadata()
-        return metadata
-
-    def time_remaining(self) -> float | None:
-        remaining: float | None = self._context.time_remaining()
-        return remaining
-
-    def auth_context(self) -> Any:
-        return self._context.auth_context()
-
-    async def abort_with_status(self, status: grpc.Status) -> None:
-        raise _Aborted(status)
+Method = Callable[[Call], Coroutine[Any, Any, "T | grpc.Status"]]
 
 
 class BridgedService(pb_grpc.DetokenizationServiceServicer):
@@ -91,49 +67,59 @@ class BridgedService(pb_grpc.DetokenizationServiceServicer):
     def Detokenize(
         self, request: pb.DetokenizeRequest, context: grpc.ServicerContext
     ) -> pb.DetokenizeResponse:
-        return self._call(self._service.Detokenize, request, context)
+        response: pb.DetokenizeResponse = self._call(self._service.detokenize, request, context)
+        return response
 
     def BatchDetokenize(
         self, request: pb.BatchDetokenizeRequest, context: grpc.ServicerContext
     ) -> pb.BatchDetokenizeResponse:
-        return self._call(self._service.BatchDetokenize, request, context)
+        response: pb.BatchDetokenizeResponse = self._call(
+            self._service.batch_detokenize, request, context)
+        return response
 
-    def _call(
-        self,
-        method: Callable[[Any, LoopSideContext], Coroutine[Any, Any, T]],
-        request: Any,
-        context: grpc.ServicerContext,
-    ) -> T:
-        status = self._run(method, request, context)
-        if isinstance(status, grpc.Status):
-            context.abort_with_status(status)  # raises; grpc ends the call with `status`
+    def _call(self, method: Method[T], request: Request, context: grpc.ServicerContext) -> T:
+        answer: T | grpc.Status = self._run(method, request, context)
+        if isinstance(answer, grpc.Status):
+            context.abort_with_status(answer)  # raises; grpc ends the call with `answer`
             raise AssertionError("abort_with_status returned")  # pragma: no cover
-        return status
+        return answer
 
     def _run(
-        self,
-        method: Callable[[Any, LoopSideContext], Coroutine[Any, Any, T]],
-        request: Any,
-        context: grpc.ServicerContext,
+        self, method: Method[T], request: Request, context: grpc.ServicerContext
     ) -> T | grpc.Status:
         """The answer, or the status to end the call with."""
-        coroutine = method(request, LoopSideContext(context))
         try:
-            call = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+            call = call_of(request, context)
+        except Exception as exc:  # a context grpc could not read: never the caller's text
+            log.error("unexpected %s reading the call; answered INTERNAL", type(exc).__name__)
+            return INTERNAL
+        coroutine = method(call)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         except RuntimeError:  # the loop is closed: the gateway is shutting down
             coroutine.close()
             return INTERNAL
-        context.add_callback(call.cancel)  # the client went away: stop the work too
+        context.add_callback(future.cancel)  # the client went away: stop the work too
         try:
-            return call.result(timeout=self._wait_s)
-        except _Aborted as aborted:
-            return aborted.status
+            result: T | grpc.Status = future.result(timeout=self._wait_s)
+            return result
         except concurrent.futures.TimeoutError:
-            call.cancel()
+            future.cancel()
             log.error("a call overran its budget on the event loop; answered INTERNAL")
             return INTERNAL
         except concurrent.futures.CancelledError:
             return INTERNAL  # cancelled because the client left: nobody reads this
-        except Exception as exc:  # guarded() answers everything else; belt and braces
+        except Exception as exc:  # answer() answers everything else; belt and braces
             log.error("unexpected %s in the bridge; answered INTERNAL", type(exc).__name__)
             return INTERNAL
+
+
+def call_of(request: Request, context: grpc.ServicerContext) -> Call:
+    """What the pipeline is told of a call, read from its grpc context."""
+    remaining = context.time_remaining()
+    return describe(
+        request,
+        tuple(context.invocation_metadata() or ()),
+        remaining if remaining is not None and remaining < NO_DEADLINE_S else None,
+        peer_identity(context.auth_context()),
+    )

@@ -1,88 +1,68 @@
-"""The gRPC adapter: wire messages in, pipeline, wire messages out.
+"""The gRPC adapter: wire messages in, the pipeline, a wire message or a status out.
 
 Translation only; every decision is made in the stages behind the pipeline. It runs on
-the pipeline's event loop; `piigate.transport.bridge` hands it each call from grpc's handler
-threads.
+the pipeline's event loop: `piigate.transport.bridge` reads each call's `Call` facts
+(metadata, deadline, peer) on grpc's handler thread and hands them here with the request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import grpc
 from google.rpc import status_pb2
 
-from piigate.errors import BatchTooLarge, GatewayError, RequestInvalid
-from piigate.identity.peer import peer_identity
-from piigate.pipeline import DetokenizationPipeline, Disclosure
+from piigate.errors import GatewayError
+from piigate.identity.peer import PeerIdentity
+from piigate.pipeline import Call, DetokenizationPipeline, Outcome
 from piigate.policy.decision import DisclosureRequest
-from piigate.transport.boundary import CallContext, guarded, rich_status
+from piigate.policy.shaping import Disclosure
+from piigate.transport.boundary import answer, rich_status
 from piigate_client.v1 import detokenization_pb2 as pb
-from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
 from piigate_client.wire import DISCLOSURE_NUMBERS, REASON_NAMES, REASON_NUMBERS
 
-# With no client deadline grpc reports ~9.2e18 s remaining; treat anything this large
-# as "no deadline" so the server-side budget applies.
-NO_DEADLINE_S = 1e9
+Request = pb.DetokenizeRequest | pb.BatchDetokenizeRequest
 
 
-class DetokenizationService(pb_grpc.DetokenizationServiceServicer):
-    """`piigate.v1.DetokenizationService`."""
+class DetokenizationService:
+    """`piigate.v1.DetokenizationService`'s two methods, on the event loop."""
 
-    def __init__(self, pipeline: DetokenizationPipeline, max_batch_size: int) -> None:
+    def __init__(self, pipeline: DetokenizationPipeline) -> None:
         self._pipeline = pipeline
-        self._max_batch_size = max_batch_size
 
-    async def Detokenize(
-        self, request: pb.DetokenizeRequest, context: CallContext
-    ) -> pb.DetokenizeResponse:
-        return await guarded(context, self._detokenize(request, context))
+    async def detokenize(self, call: Call) -> pb.DetokenizeResponse | grpc.Status:
+        return await answer(self._detokenize(call))
 
-    async def _detokenize(
-        self, request: pb.DetokenizeRequest, context: CallContext
-    ) -> pb.DetokenizeResponse:
-        disclosure = await self._pipeline.detokenize(
-            metadata=tuple(context.invocation_metadata() or ()),
-            subject_token=request.subject_token,
-            request=_disclosure_request(request),
-            time_remaining_s=_remaining(context),
-            peer=peer_identity(context.auth_context()),
-        )
-        return _response(disclosure)
+    async def batch_detokenize(self, call: Call) -> pb.BatchDetokenizeResponse | grpc.Status:
+        return await answer(self._batch(call))
 
-    async def BatchDetokenize(
-        self, request: pb.BatchDetokenizeRequest, context: CallContext
-    ) -> pb.BatchDetokenizeResponse:
-        return await guarded(context, self._batch(request, context))
+    async def _detokenize(self, call: Call) -> pb.DetokenizeResponse:
+        (outcome,) = await self._pipeline.run(call)
+        if isinstance(outcome, GatewayError):
+            raise outcome
+        return _response(outcome)
 
-    async def _batch(
-        self, request: pb.BatchDetokenizeRequest, context: CallContext
-    ) -> pb.BatchDetokenizeResponse:
-        if not request.subject_tokens:
-            raise RequestInvalid({"detail": "no subject tokens"})
-        if len(request.subject_tokens) > self._max_batch_size:
-            raise BatchTooLarge({"max": str(self._max_batch_size)})
-        outcomes = await self._pipeline.detokenize_many(
-            metadata=tuple(context.invocation_metadata() or ()),
-            subject_tokens=tuple(request.subject_tokens),
-            request=_disclosure_request(request),
-            time_remaining_s=_remaining(context),
-            peer=peer_identity(context.auth_context()),
-        )
+    async def _batch(self, call: Call) -> pb.BatchDetokenizeResponse:
+        outcomes = await self._pipeline.run(call)
         return pb.BatchDetokenizeResponse(results=[_result(o) for o in outcomes])
 
 
-def _remaining(context: CallContext) -> float | None:
-    remaining = context.time_remaining()
-    return remaining if remaining is not None and remaining < NO_DEADLINE_S else None
+def describe(
+    request: Request,
+    metadata: Sequence[tuple[str, str | bytes]],
+    time_remaining_s: float | None,
+    peer: PeerIdentity | None,
+) -> Call:
+    """The pipeline's `Call` for a request and what its transport knows of it."""
+    if isinstance(request, pb.DetokenizeRequest):
+        return Call(metadata, peer, time_remaining_s, (request.subject_token,),
+                    _disclosure_request(request))
+    return Call(metadata, peer, time_remaining_s, tuple(request.subject_tokens),
+                _disclosure_request(request), batch=True)
 
 
-def _result(outcome: Disclosure | GatewayError) -> pb.BatchDetokenizeResult:
-    if isinstance(outcome, GatewayError):
-        return pb.BatchDetokenizeResult(status=rich_status(outcome))
-    return pb.BatchDetokenizeResult(status=status_pb2.Status(code=0), response=_response(outcome))
-
-
-def _disclosure_request(
-    request: pb.DetokenizeRequest | pb.BatchDetokenizeRequest,
-) -> DisclosureRequest:
+def _disclosure_request(request: Request) -> DisclosureRequest:
+    """What the caller asks for, read from the wire."""
     reason: str | None = None
     if request.reason != pb.REASON_UNSPECIFIED:
         # An unknown enum number passes through as a name no profile allows, so the
@@ -91,6 +71,12 @@ def _disclosure_request(
     return DisclosureRequest(
         fields=tuple(request.fields), reason=reason, adhoc_reason=request.adhoc_reason
     )
+
+
+def _result(outcome: Outcome) -> pb.BatchDetokenizeResult:
+    if isinstance(outcome, GatewayError):
+        return pb.BatchDetokenizeResult(status=rich_status(outcome))
+    return pb.BatchDetokenizeResult(status=status_pb2.Status(code=0), response=_response(outcome))
 
 
 def _response(disclosure: Disclosure) -> pb.DetokenizeResponse:
