@@ -63,6 +63,30 @@ async def test_batch_caller_failure_and_size_limit() -> None:
         assert denied.value.reason == "CALLER_WITHOUT_PROFILE"
 
 
+async def test_refused_batches_are_audited_and_only_after_authentication() -> None:
+    async with running_stack(gateway_overrides={"server": {"max_batch_size": 3}}) as stack:
+        support = await stack.caller("support-tool")
+        before = len(stack.audit_events())
+        with pytest.raises(InvalidArgument) as too_large:
+            await support.detokenize_many([stack.user_token("alice")] * 4)
+        with pytest.raises(InvalidArgument) as empty:
+            await support.detokenize_many([])
+        events = stack.audit_events()[before:]
+        assert [(e["outcome"], e["error_reason"], e["caller"]) for e in events] == [
+            ("denied", "BATCH_TOO_LARGE", "support-tool"),
+            ("denied", "REQUEST_INVALID", "support-tool")]
+        assert (too_large.value.reason, empty.value.reason) == ("BATCH_TOO_LARGE",
+                                                                "REQUEST_INVALID")
+        # A caller that is not authenticated learns nothing of the batch limit.
+        stranger = stack.client("not-a-jwt")
+        with pytest.raises(Unauthenticated) as refused:
+            await stranger.detokenize_many([stack.user_token("alice")] * 4)
+        assert refused.value.reason == "TOKEN_MALFORMED"
+        assert "max" not in refused.value.metadata
+        (event,) = stack.audit_events()[before + 2:]
+        assert (event["outcome"], event["error_reason"]) == ("denied", "TOKEN_MALFORMED")
+
+
 async def test_bound_items_ask_the_vault_one_by_one() -> None:
     overrides = {"profiles": {"support": {"bind_tokens": True}}}
     async with running_stack(gateway_overrides=overrides) as stack:
