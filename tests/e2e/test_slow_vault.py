@@ -93,3 +93,25 @@ async def test_graceful_stop_lets_in_flight_calls_finish() -> None:
         await stack.gateway.stop(grace_s=5)
         result = await in_flight
         assert result["ssn"].value == "***-**-1234"
+
+
+@pytest.mark.parametrize("delay_s", [4.0, 2.05], ids=["hangs", "answers-just-late"])
+async def test_a_vault_slower_than_the_callers_deadline_gets_the_gateways_own_answer(
+    delay_s: float,
+) -> None:
+    """Client deadline 2 s and vault timeout 2 s: the vault's budget keeps a reserve for
+    the gateway's answer and audit write, so the caller gets VAULT_TIMEOUT with its
+    ErrorInfo, not a bare DEADLINE_EXCEEDED, and each call has its audit event."""
+    async with delaying_proxy(delay_s) as (proxy, upstream), running_stack(
+        vault_url=proxy, gateway_overrides={"vault": {"timeout_ms": 2000}},
+    ) as stack:
+        upstream.append(stack.vault.base_url)
+        support = await stack.caller("support-tool")
+        before = len(stack.audit_events())
+        token = stack.user_token("alice")
+        outcomes = await asyncio.wait_for(asyncio.gather(
+            *(support.detokenize(token, timeout_s=2.0) for _ in range(3)),
+            return_exceptions=True), 30)
+        assert [getattr(o, "reason", o) for o in outcomes] == ["VAULT_TIMEOUT"] * 3
+        events = stack.audit_events()[before:]
+        assert [e["error_reason"] for e in events] == ["VAULT_TIMEOUT"] * 3
