@@ -1,7 +1,7 @@
 """The request's path, top to bottom, in the order it travels:
 
-    1 caller → 2 profile → (batch size) → 3 subject token → 4 vault token claim
-    → 5 decision → 6 abuse limits → 7 vault → 8 shaping → 9 audit
+    1 caller → 2 profile → (batch size) → 3 subject token → 4 decision
+    → 5 vault token claim → 6 abuse limits → 7 vault → 8 shaping → 9 audit
 
 Each stage is its own module; this one strings them together inside the audit envelopes
 that make "every decision is audited" hold by construction:
@@ -34,7 +34,7 @@ from piigate.identity.peer import PeerIdentity
 from piigate.identity.pii_claim import pii_token_id
 from piigate.identity.subject import refuse_denied_claims, verify_subject
 from piigate.limits.abuse import AbuseGuard
-from piigate.policy.decision import Checks, DisclosureRequest, Plan, SubjectFacts, decide
+from piigate.policy.decision import Checks, DisclosureRequest, Plan, SubjectFacts, plan_checks
 from piigate.policy.profiles import ProfileIndex
 from piigate.policy.shaping import Disclosure, disclose
 from piigate.tokens.claims import claim_values, granted_scopes
@@ -75,7 +75,7 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Stages 3–5 for one subject token: whose token, which vault token, which plan."""
+    """Stages 3–5 for one subject token: whose token, which plan, which vault token."""
 
     subject: VerifiedToken
     issuer: IssuerConfig
@@ -109,17 +109,21 @@ class SubjectDecider:
         facts.jti = subject.jti
         c.note("subject token verified", f"issuer {issuer.name}, sub {subject.subject}")
         c.run("no deny-listed claims", refuse_denied_claims, subject.claims, issuer.denied_claims)
-        token_id = c.run("vault token claim present", pii_token_id, subject.claims,
-                         issuer.pii_token_claim)
-        facts.token_id = token_id
         subject_facts = SubjectFacts(
             audiences=claim_values(subject.claims, issuer.audience_claims),
             scopes=granted_scopes(subject.claims, issuer.scope_claims),
             claims=subject.claims,
         )
-        plan = decide(profile, subject_facts, request, now, c)
+        # Permission before existence (AIP-193): a token for another audience (an ID
+        # token, say) is refused as such, whatever claims it carries.
+        plan = plan_checks(c, profile, subject_facts, request, now)
+        token_id = c.run("vault token claim present", pii_token_id, subject.claims,
+                         issuer.pii_token_claim)
+        facts.token_id = token_id
+        c.done()
+        assert plan is not None  # done() raised otherwise
+        assert token_id is not None
         facts.reason, facts.adhoc_reason = plan.reason, plan.adhoc_reason
-        assert token_id is not None  # decide() raised a recorded refusal otherwise
         return Decision(subject, issuer, token_id, plan)
 
 

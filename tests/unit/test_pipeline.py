@@ -45,7 +45,7 @@ STAGES: dict[str, Callable[[Parts, pytest.MonkeyPatch, BaseException], None]] = 
     "subject token": lambda p, mp, e: mp.setattr(p.verifier, "verify", lambda t: _araise(e)),
     "denied claims": lambda p, mp, e: mp.setattr(pipeline, "refuse_denied_claims", _raise(e)),
     "vault token claim": lambda p, mp, e: mp.setattr(pipeline, "pii_token_id", _raise(e)),
-    "decision": lambda p, mp, e: mp.setattr(pipeline, "decide", _raise(e)),
+    "decision": lambda p, mp, e: mp.setattr(pipeline, "plan_checks", _raise(e)),
     "abuse limits": lambda p, mp, e: mp.setattr(p.abuse, "admit", _raise(e)),
     "vault": lambda p, mp, e: setattr(p.vault, "failure", e),
     "shaping": lambda p, mp, e: mp.setattr(pipeline, "disclose", _raise(e)),
@@ -252,3 +252,16 @@ async def test_every_refusal_in_the_readme_writes_exactly_one_event(
     assert event.error_reason == reason
     assert event.outcome == cls.audit_outcome
     assert event.event == cls.audit_event
+
+
+async def test_permission_comes_before_existence() -> None:
+    """An ID token (its audience is the client app) that carries no vault token claim is
+    refused at the profile's audience check, not as a missing claim."""
+    from tests.support.pipeline_fakes import CLAIM, user_claims
+
+    id_token = {k: v for k, v in user_claims(aud="spa-client-id").items() if k != CLAIM}
+    parts = build(**{"id-token": id_token})
+    (outcome,) = await parts.run("id-token")
+    assert outcome.reason == "AUDIENCE_NOT_ACCEPTED"
+    (event,) = parts.sink.events
+    assert (event.error_reason, event.token_id) == ("AUDIENCE_NOT_ACCEPTED", None)

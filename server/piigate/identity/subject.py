@@ -1,7 +1,7 @@
 """Stage 3: the end user's access token (`subject_token`).
 
 Verified against its issuer's keys like the caller's credential; the audience is not
-checked here but by the caller's profile (stage 5), which knows which audiences the
+checked here but by the caller's profile (stage 4), which knows which audiences the
 calling service may cash in.
 """
 

@@ -1,4 +1,4 @@
-"""Stage 5: the profile decision, pure.
+"""Stage 4: the profile decision, pure.
 
 `decide` checks the subject token and the request against the caller's profile (chosen
 in stage 2, `piigate.policy.profiles`) and returns a `Plan`: which vault properties to
@@ -133,12 +133,25 @@ def decide(
     subject: SubjectFacts,
     request: DisclosureRequest,
     now: float,
-    checks: Checks | None = None,
 ) -> Plan:
-    """Check a request against `profile`; return the plan or raise. Checks run
-    permission first (audience, scope, launch context, reason, fields), so a denied caller
-    learns nothing about what exists."""
-    c = checks or Checks()
+    """Check a request against `profile`; return the plan or raise the first refusal."""
+    checks = Checks()
+    plan = plan_checks(checks, profile, subject, request, now)
+    assert plan is not None  # without a report, a refusal was raised
+    return plan
+
+
+def plan_checks(
+    c: Checks,
+    profile: Profile,
+    subject: SubjectFacts,
+    request: DisclosureRequest,
+    now: float,
+) -> Plan | None:
+    """The decision's checks, run through `c`, in this order: permission first
+    (audience, scope, launch context, reason, fields), so a denied caller learns nothing
+    about what exists. None only with a report, when a check refused (the caller raises
+    with `c.done()`)."""
     c.run("audience accepted", check_audience, profile, subject)
     c.run("required scopes granted", check_scopes, profile, subject)
     c.run("launch context", check_launch, profile, subject)
@@ -152,13 +165,11 @@ def decide(
     c.planned = chosen
     stepped = c.run("step-up for raw fields", apply_step_up, profile, chosen, reason or "",
                     subject, now)
-    if stepped is not None:
-        c.planned, c.notes = stepped[0], MappingProxyType(stepped[1])
-    c.done()
-    assert reason is not None  # done() raised otherwise
-    assert stepped is not None
+    if stepped is None or reason is None:
+        return None
     fields, notes = stepped
-    return Plan(profile, reason, adhoc, fields, MappingProxyType(notes))
+    c.planned, c.notes = fields, MappingProxyType(notes)
+    return Plan(profile, reason, adhoc, fields, c.notes)
 
 
 def check_audience(profile: Profile, subject: SubjectFacts) -> None:
