@@ -13,7 +13,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def test_readme_config_example_is_valid(tmp_path: Path) -> None:
     section = README.read_text().split("## Configuration", 1)[1]
     example = section.split("```toml", 1)[1].split("```", 1)[0]
-    for name in ("tls/server.crt", "tls/server.key", "secrets/support-vault.key"):
+    for name in ("tls/server.crt", "tls/server.key", "tls/ca.crt", "secrets/support-vault.key"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("placeholder\n")
     config = parse_config(tomllib.loads(example), {"PIIGATE_VAULT_KEY_FHIR": "k"}, tmp_path)
