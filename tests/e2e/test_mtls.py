@@ -18,6 +18,7 @@ from tests.support.pki import (
     make_ca,
     server_cert,
 )
+from tests.support.rsa_client import rsa_client_credentials
 from tests.support.stack import Stack, running_stack
 
 SUPPORT_ID = "spiffe://example.org/ns/tools/sa/support-tool"
@@ -90,6 +91,34 @@ async def test_certificate_only_caller(mtls: tuple[Stack, CertificateAuthority])
     stranger = client(stack, ca, ("spiffe://example.org/ns/x/sa/unknown",))
     with pytest.raises(PermissionDenied) as caught:
         await stranger.detokenize(stack.user_token("bob"))
+    assert caught.value.reason == "CALLER_WITHOUT_PROFILE"
+
+
+@pytest.mark.parametrize(("bits", "reason"), [(1024, None), (2048, "ok")])
+async def test_weak_rsa_client_key_is_no_identity(
+    mtls: tuple[Stack, CertificateAuthority], bits: int, reason: str | None
+) -> None:
+    # Client keys are held to the token-key minimum (RSA >= 2048): grpc completes the
+    # handshake, the gateway refuses the identity, so no profile's peer matches.
+    stack, ca = mtls
+    bearer = await stack.caller_token("support-tool")
+    supports = [
+        AsyncDetokenizationClient(
+            stack.target, (lambda: bearer) if bearer_first else None, timeout_s=5,
+            channel_credentials=rsa_client_credentials(ca, bits, uri_sans=(peer,)),
+        )
+        for bearer_first, peer in ((True, SUPPORT_ID), (False, EXPORTER_ID))
+    ]
+    stack._clients.extend(supports)
+    if reason == "ok":
+        assert (await supports[0].detokenize(stack.user_token("alice")))["ssn"].value
+        assert (await supports[1].detokenize(stack.user_token("bob"))).profile == "exporter"
+        return
+    with pytest.raises(PermissionDenied) as caught:
+        await supports[0].detokenize(stack.user_token("alice"))
+    assert caught.value.reason == "CALLER_PEER_NOT_ALLOWED"
+    with pytest.raises(PermissionDenied) as caught:
+        await supports[1].detokenize(stack.user_token("bob"))
     assert caught.value.reason == "CALLER_WITHOUT_PROFILE"
 
 

@@ -197,9 +197,11 @@ async def test_max_age_is_honoured_and_clamped(
     await cache.key_for("k1")
     clock.advance(ttl - 1)
     await cache.key_for("k1")
+    await cache.settle()
     assert server.hits == 1
     clock.advance(1)
-    await cache.key_for("k1")
+    await cache.key_for("k1")  # answered from the expired set; the refresh runs beside
+    await cache.settle()
     assert server.hits == 2
 
 
@@ -231,6 +233,34 @@ async def test_rotation_new_kid_triggers_one_refetch_after_cooldown(
     assert "k2" in keys
     assert server.hits == 2
     assert "k2" in await cache.key_for("k2")
+    assert server.hits == 2
+
+
+async def test_rotation_right_after_start_up_is_picked_up_at_once(
+    server: JwksServer, make_cache: Callable[..., JwksCache], clock: FakeClock
+) -> None:
+    # K4: the start-up fetch does not start the unknown-kid cooldown. An issuer that
+    # rotates a few seconds after the gateway started gets its new tokens accepted.
+    cache = make_cache()
+    await cache.prime()
+    server.document = jwks_bytes(K1, K2)
+    clock.advance(5)  # well within the 30 s cooldown
+    assert "k2" in await cache.key_for("k2")
+    assert server.hits == 2
+    # Only the first unknown kid is let through: the cooldown now counts from that fetch.
+    clock.advance(5)
+    assert "k3" not in await cache.key_for("k3")
+    assert server.hits == 2
+
+
+async def test_start_up_grace_is_one_refetch_however_many_unknown_kids(
+    server: JwksServer, make_cache: Callable[..., JwksCache], clock: FakeClock
+) -> None:
+    cache = make_cache()
+    await cache.prime()
+    clock.advance(1)
+    await asyncio.gather(*(cache.key_for(f"ghost-{n}") for n in range(500)))
+    await asyncio.gather(*(cache.key_for(f"other-{n}") for n in range(500)))
     assert server.hits == 2
 
 
@@ -288,8 +318,9 @@ async def test_issuer_down_serves_stale_keys_until_the_bound(
     cache = make_cache()
     good = await cache.key_for("k1")
     server.status = 503
-    clock.advance(600)  # expired: the refresh fails, the last good set is served
+    clock.advance(600)  # expired: the last good set is served, the refresh fails beside
     assert await cache.key_for("k1") is good
+    await cache.settle()
     status = cache.status()
     assert status.stale
     assert status.ready
@@ -301,6 +332,7 @@ async def test_issuer_down_serves_stale_keys_until_the_bound(
 
     clock.advance(1800 - 1)  # one second before the stale bound
     assert await cache.key_for("k1") is good
+    await cache.settle()
     clock.advance(1)
     with pytest.raises(IssuerKeysUnavailable) as caught:
         await cache.key_for("k1")
@@ -309,6 +341,11 @@ async def test_issuer_down_serves_stale_keys_until_the_bound(
 
     server.status = 200  # the issuer comes back
     clock.advance(5)
+    # Past the bound a call fails closed at once (K2); the refresh it starts brings the
+    # issuer back for the next call.
+    with pytest.raises(IssuerKeysUnavailable):
+        await cache.key_for("k1")
+    await cache.settle()
     assert "k1" in await cache.key_for("k1")
     assert cache.status().ready
     assert cache.status().last_error is None
@@ -389,6 +426,8 @@ async def test_bad_document_keeps_the_last_good_set(
     good = await cache.key_for("k1")
     server.document = b"<html>maintenance</html>"
     clock.advance(600)
+    assert await cache.key_for("k1") is good
+    await cache.settle()
     assert await cache.key_for("k1") is good
     assert cache.status().last_error == "jwks_not_json"
 
@@ -511,13 +550,16 @@ async def test_cached_token_is_checked_for_age_on_every_use(
 
 
 async def test_cached_token_dies_with_its_key(
-    server: JwksServer, verifier: Callable[..., Awaitable[TokenVerifier]], clock: FakeClock
+    server: JwksServer, make_cache: Callable[..., JwksCache], clock: FakeClock
 ) -> None:
-    tokens = await verifier()
+    cache = make_cache()
+    tokens = TokenVerifier({ISSUER: (policy(), cache)}, clock)
     tok = access_token()
     await tokens.verify(tok)
     server.document = jwks_bytes(K2)  # k1 removed from the issuer's set
-    clock.advance(600)  # the set expires and is refetched on the next use
+    clock.advance(600)  # the set expires: the next use starts its refresh beside (K1)
+    await tokens.verify(tok)
+    await cache.settle()
     with pytest.raises(TokenKeyUnknown):
         await tokens.verify(tok)
     assert len(tokens) == 0
@@ -525,13 +567,16 @@ async def test_cached_token_dies_with_its_key(
 
 
 async def test_cached_token_dies_when_the_kid_now_names_other_key_material(
-    server: JwksServer, verifier: Callable[..., Awaitable[TokenVerifier]], clock: FakeClock
+    server: JwksServer, make_cache: Callable[..., JwksCache], clock: FakeClock
 ) -> None:
-    tokens = await verifier()
+    cache = make_cache()
+    tokens = TokenVerifier({ISSUER: (policy(), cache)}, clock)
     tok = access_token()
     await tokens.verify(tok)
     server.document = jwks_bytes(rsa_keypair("replacement").jwk(kid="k1"))
     clock.advance(600)
+    await tokens.verify(tok)  # answered from the expired set; the refresh runs beside
+    await cache.settle()
     with pytest.raises(TokenSignatureInvalid):
         await tokens.verify(tok)
 

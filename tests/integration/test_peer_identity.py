@@ -30,6 +30,7 @@ from tests.support.pki import (
     make_ca,
     server_cert,
 )
+from tests.support.rsa_client import rsa_client_credentials
 
 WHO = "/piigate.test.PeerEcho/Who"
 TOOL = "spiffe://example.org/ns/a/sa/support-tool"
@@ -193,6 +194,23 @@ async def test_dns_san_selector_is_exact_and_case_insensitive(pki: Pki, port: in
     assert matches(identity, "dns:SUPPORT-TOOL.internal")
     assert not matches(identity, "dns:tool.internal")
     assert not matches(identity, "dns:support-tool.internal.evil")
+
+
+async def test_rsa_1024_client_certificate_is_no_identity(
+    pki: Pki, port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Token keys must be RSA >= 2048 (tokens/keys.py); a workload certificate is held to
+    # the same. grpc completes the handshake, so the identity is refused where it is read.
+    with caplog.at_level(logging.WARNING, logger="piigate.identity.peer"):
+        answer = await who(port, rsa_client_credentials(pki.ca, 1024, uri_sans=(TOOL,)))
+    assert answer["identity"] == {"spiffe_id": None, "uri_sans": [], "dns_sans": []}
+    assert "RSA key of 1024 bits" in caplog.text
+    assert TOOL not in caplog.text
+
+
+async def test_rsa_2048_client_certificate_is_the_caller(pki: Pki, port: int) -> None:
+    answer = await who(port, rsa_client_credentials(pki.ca, 2048, uri_sans=(TOOL,)))
+    assert answer["identity"] == {"spiffe_id": TOOL, "uri_sans": [TOOL], "dns_sans": []}
 
 
 async def test_cn_only_certificate_gives_no_usable_identity(pki: Pki, port: int) -> None:

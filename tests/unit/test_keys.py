@@ -9,7 +9,8 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed448, x25519
 
-from piigate.tokens.jwks import JwksCache, JwksCacheSettings, cache_ttl, check_jwks_uri
+from piigate.tokens.fetch import check_jwks_uri
+from piigate.tokens.jwks import JwksCache, JwksCacheSettings, cache_ttl
 from piigate.tokens.keys import ASYMMETRIC_ALGORITHMS, JwksInvalid, is_roca_weak, parse_jwks
 from tests.support.jwt_factory import (
     b64,
@@ -189,8 +190,33 @@ def test_duplicate_member_inside_a_key_refuses_the_set() -> None:
         {**RSA2.jwk(kid="leaked"), "p": "AQAB"},
     ],
 )
-def test_sets_publishing_secret_material_are_refused_whole(secret: dict[str, Any]) -> None:
-    assert detail_of(jwks_bytes(RSA, secret)) == "secret_key_material"
+def test_secret_material_is_skipped_counted_and_never_used(secret: dict[str, Any]) -> None:
+    # R2: the entry is left out whole (not even a private key's public half is kept), the
+    # skip is counted for the cache's log and health, and the set's other keys stay usable.
+    keys = parse(RSA, secret)
+    assert list(keys) == ["rsa-1"]
+    assert secret["kid"] not in keys
+    assert keys.skipped == {"secret_key_material": 1}
+
+
+def test_a_set_of_secrets_only_has_no_usable_keys() -> None:
+    oct_key = {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"}
+    assert detail_of(jwks_bytes(oct_key, {**EC.jwk(kid="leaked"), "d": "AAAA"})) == (
+        "no_usable_keys"
+    )
+
+
+def test_skips_are_counted_by_reason() -> None:
+    keys = parse(RSA, {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"}, RSA2.jwk(use="enc"), "x")
+    assert keys.skipped == {"secret_key_material": 1, "unusable": 2}
+    assert parse(RSA).skipped == {}
+
+
+def test_a_secret_entry_sharing_a_kid_still_refuses_the_set() -> None:
+    # R3 counts skipped entries too: which key a kid names must never be ambiguous.
+    assert detail_of(jwks_bytes(RSA, {"kty": "oct", "k": "c2VjcmV0", "kid": "rsa-1"})) == (
+        "duplicate_kid"
+    )
 
 
 # --- Cache-Control -----------------------------------------------------------------------

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
 from piigate.identity.peer import (
     PeerIdentity,
     PeerSelector,
     SelectorInvalid,
     is_spiffe_id,
+    key_weakness,
     matches,
     parse_selector,
     peer_identity,
@@ -243,6 +248,84 @@ def test_unreadable_or_ambiguous_pem_names_nothing(ca: CertificateAuthority) -> 
     assert peer_identity({"x509_pem_cert": [cert.cert_pem, cert.cert_pem]}) == PeerIdentity(
         None, (), ()
     )
+
+
+def _leaf_with_ian(ca: CertificateAuthority, ian_uri: str = TOOL) -> bytes:
+    """DER of a leaf with a URI SAN and an IssuerAlternativeName holding the same URI."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(TOOL)]), critical=True
+        )
+        .add_extension(
+            x509.IssuerAlternativeName([x509.UniformResourceIdentifier(ian_uri)]), critical=True
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+_SAN_OID = bytes.fromhex("0603551d11")  # 2.5.29.17 subjectAltName
+_IAN_OID = bytes.fromhex("0603551d12")  # 2.5.29.18 issuerAltName, the same length
+
+
+def _pem(der: bytes) -> bytes:
+    body = base64.encodebytes(der).replace(b"\n", b"")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return b"-----BEGIN CERTIFICATE-----\n" + b"\n".join(lines) + b"\n-----END CERTIFICATE-----\n"
+
+
+def test_duplicated_extension_names_nothing_and_never_raises(ca: CertificateAuthority) -> None:
+    # RFC 5280 §4.2: an extension appears at most once. Turning the IAN OID into the SAN
+    # OID keeps every length, so the DER stays well-formed with two SAN extensions; which
+    # one is "the" identity would be ambiguous, so the certificate names nothing.
+    der = _leaf_with_ian(ca, "spiffe://example.org/ns/a/sa/admin")
+    assert der.count(_IAN_OID) == 1
+    duplicated = der.replace(_IAN_OID, _SAN_OID)
+    context = {**context_for(issue_cert(ca, uri_sans=(TOOL,))), "x509_pem_cert": [_pem(duplicated)]}
+    assert peer_identity(context) == PeerIdentity(None, (), ())
+
+
+@pytest.mark.parametrize("version", [3, 5, 255])
+def test_invalid_certificate_version_names_nothing_and_never_raises(
+    ca: CertificateAuthority, version: int
+) -> None:
+    # TBSCertificate.version is [0] EXPLICIT INTEGER: A0 03 02 01 02 for v3. Only v1-v3
+    # (0, 1, 2) exist; the signature no longer matters here (grpc checked the chain).
+    der = _leaf_with_ian(ca)
+    v3 = bytes.fromhex("a003020102")
+    assert der.count(v3) == 1
+    mangled = der.replace(v3, bytes.fromhex("a0030201") + bytes([version]))
+    context = {**context_for(issue_cert(ca, uri_sans=(TOOL,))), "x509_pem_cert": [_pem(mangled)]}
+    assert peer_identity(context) == PeerIdentity(None, (), ())
+
+
+@pytest.mark.parametrize(
+    ("make_key", "weak"),
+    [
+        (lambda: rsa.generate_private_key(65537, 1024), True),  # noqa: S505 - the point
+        (lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048), False),
+        (lambda: ec.generate_private_key(ec.SECP192R1()), True),
+        (lambda: ec.generate_private_key(ec.SECP256R1()), False),
+        (lambda: ec.generate_private_key(ec.SECP384R1()), False),
+        (ed25519.Ed25519PrivateKey.generate, False),
+        (lambda: dsa.generate_private_key(key_size=1024), True),  # noqa: S505 - the point
+    ],
+    ids=["rsa-1024", "rsa-2048", "p-192", "p-256", "p-384", "ed25519", "dsa"],
+)
+def test_client_keys_are_held_to_the_token_key_minimums(make_key: Any, weak: bool) -> None:
+    reason = key_weakness(make_key().public_key())
+    assert (reason is not None) is weak
+    if reason is not None:
+        assert len(reason) < 80  # type and size only, never key material
 
 
 def test_fallback_to_typed_properties_without_pem() -> None:

@@ -24,7 +24,8 @@ def test_a_dotted_path_is_not_followed() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["", "a b", "../admin", "x" * 129, 42, None, ["abc"], "abc&token_ids=other"]
+    "value", ["", "a b", "../admin", "x" * 129, 42, None, ["abc"], "abc&token_ids=other",
+              "-\n", "abc\n", "\nabc", "abc\r", "abc\x00"]
 )
 def test_malformed_values_are_refused_before_reaching_the_vault(value: object) -> None:
     with pytest.raises(PiiTokenClaimInvalid):

@@ -30,6 +30,7 @@ from piigate.errors import (
     TokenTooOld,
     TokenTypeInvalid,
 )
+from piigate.tokens.jws import peek, peek_issuer, verify_jws, verify_signature
 from piigate.tokens.keys import ASYMMETRIC_ALGORITHMS, KeySet, parse_jwks
 from piigate.tokens.verification import (
     IssuerPolicy,
@@ -37,11 +38,7 @@ from piigate.tokens.verification import (
     VerifiedToken,
     check_times,
     claim_dates,
-    peek,
-    peek_issuer,
     verify,
-    verify_jws,
-    verify_signature,
 )
 from tests.support.jwt_factory import (
     KeyPair,
@@ -631,6 +628,20 @@ def test_overflowing_number_is_an_invalid_claim() -> None:
     tok = raw_token('{"alg":"RS256","kid":"rsa-1","typ":"at+jwt"}', payload, RSA)
     error = rejects(TokenClaimInvalid, tok)
     assert error.metadata["claim"] == "exp"
+
+
+@pytest.mark.parametrize("name", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize(
+    "literal", ["1e400", "-1e400", "1" + "0" * 400, "-1" + "0" * 400, "1" + "0" * 4000]
+)
+def test_numbers_beyond_float_are_invalid_claims_not_overflows(name: str, literal: str) -> None:
+    # An issuer-signed token: huge JSON integers do not fit a float (math.isfinite and
+    # float() raise OverflowError on them), and 1e400 parses to inf.
+    payload = json.dumps(claims(**{name: 0})).replace(f'"{name}": 0', f'"{name}": {literal}')
+    assert literal in payload
+    tok = raw_token('{"alg":"RS256","kid":"rsa-1","typ":"at+jwt"}', payload, RSA)
+    error = rejects(TokenClaimInvalid, tok)
+    assert error.metadata["claim"] == name
 
 
 def test_fractional_times_are_numbers() -> None:

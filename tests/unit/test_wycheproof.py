@@ -4,7 +4,7 @@ The vectors are read in place from `../shared/testdata/wycheproof/` (never copie
 repository); the module is skipped, saying why, when that folder is absent.
 
 Their payloads are not access tokens ("foo", empty, binary), so they exercise the
-structure + signature layer (`verification.verify_jws`, steps 1-7), not the claim checks.
+structure + signature layer (`jws.verify_jws`, steps 1-7), not the claim checks.
 
 Expected disagreements are listed by tcId with the reason; the tests assert that the set
 of disagreements is exactly that list, so a regression (or a fix) fails loudly.
@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from piigate.errors import TokenRejected
+from piigate.tokens.jws import verify_jws
 from piigate.tokens.keys import ASYMMETRIC_ALGORITHMS, JwksInvalid, KeySet, parse_jwks
-from piigate.tokens.verification import verify_jws
 
 VECTORS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "wycheproof"
 JWS_FILE = VECTORS / "json_web_signature_test.json"
@@ -132,10 +132,10 @@ def test_jwk_vectors_agree_except_hmac() -> None:
 
 def test_jwk_vectors_that_must_be_refused_at_load_time() -> None:
     """Key sets the JWK vectors call unusable are refused by parse_jwks itself, not only
-    by failing signatures: mixed symmetric, duplicate kid, wrong use, small RSA, ROCA, e=1,
-    invalid point, wrong curve, wrong kty, AES keys, mismatched or unknown `alg`."""
+    by failing signatures: duplicate kid, wrong use, small RSA, ROCA, e=1, invalid point,
+    wrong curve, wrong kty, AES keys, mismatched or unknown `alg`. (A mixed symmetric set
+    keeps its asymmetric keys: see the next test.)"""
     refused_at_load = {
-        "jws_mixedSymmetryKeyset",
         "jws_duplicate_kid",
         "keysize_too_small",
         "jws_rsa_roca_key",
@@ -157,3 +157,14 @@ def test_jwk_vectors_that_must_be_refused_at_load_time() -> None:
                 parse_jwks(json.dumps(document).encode(), ALGORITHMS)
             seen.add(group["comment"])
     assert seen == refused_at_load
+
+
+def test_a_mixed_symmetric_set_keeps_only_its_asymmetric_key() -> None:
+    """keys.py R2: the `oct` entry is skipped and counted, never used; the EC key stays.
+    The vector's token is refused all the same (see the JWK agreement test)."""
+    groups = [g for g in _load(JWK_FILE)["testGroups"] if g["comment"] == "jws_mixedSymmetryKeyset"]
+    assert len(groups) == 1
+    document = groups[0].get("public") or groups[0]["private"]
+    keys = parse_jwks(json.dumps(document).encode(), ALGORITHMS)
+    assert list(keys) == ["kid-ec-sign"]
+    assert keys.skipped == {"secret_key_material": 1}

@@ -13,6 +13,16 @@ this module only reads names out of the verified leaf and compares them. Rules:
    grpcio 1.85), and `peer_spiffe_id` does not check SPIFFE ID syntax.
 3. Matching is exact equality on one kind of name: no prefixes, no wildcards, no URI
    normalisation. The only folding is ASCII lower-casing of DNS names (RFC 4343 §3).
+4. A certificate whose key is weaker than what token keys must be
+   (`piigate.tokens.keys`: RSA at least `MIN_RSA_BITS` = 2048 bits and not ROCA-weak;
+   EC on a curve of at least 256 bits; Ed25519 or Ed448) names nothing: grpc's Python API
+   has no hook to refuse such a key during the handshake, so the handshake succeeds and
+   the identity is refused here instead.
+5. Reading never raises. A certificate grpc accepted but that cannot be read strictly
+   (invalid version, duplicated extension, unsupported key or name type, bad DER) names
+   nothing: with no names it matches no selector, so a profile that requires a peer
+   refuses the call (CALLER_PEER_NOT_ALLOWED, or CALLER_WITHOUT_PROFILE for a caller known
+   by its certificate alone), the same way as for a certificate with the wrong names.
 
 Serving TLS material that reloads without a restart is `piigate.transport.tls`.
 """
@@ -26,8 +36,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+from piigate.tokens.keys import MIN_RSA_BITS, is_roca_weak
 
 log = logging.getLogger(__name__)
+
+#: The smallest EC key accepted in a client certificate (P-256's size; rule 4).
+MIN_EC_BITS = 256
 
 # --- identity from the auth context ---------------------------------------------------
 
@@ -109,9 +125,16 @@ def peer_identity(auth_context: Mapping[str, Iterable[bytes]]) -> PeerIdentity |
 
 
 def identity_from_certificate(pem: bytes) -> PeerIdentity:
-    """The identity of one PEM certificate, read from its subjectAltName extension."""
+    """The identity of one PEM certificate, read from its subjectAltName extension.
+
+    Never raises (rule 5): an unreadable certificate or a weak key (rule 4) names nothing.
+    """
     try:
         cert = x509.load_pem_x509_certificate(pem)
+        weakness = key_weakness(cert.public_key())
+        if weakness is not None:
+            log.warning("client certificate refused as an identity: %s", weakness)
+            return _NO_NAMES
         extensions = cert.extensions
         try:
             san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -123,10 +146,30 @@ def identity_from_certificate(pem: bytes) -> PeerIdentity:
             is_ca = False
         uris = san.get_values_for_type(x509.UniformResourceIdentifier)
         dns = san.get_values_for_type(x509.DNSName)
-    except ValueError:
-        # grpc accepted it, cryptography cannot read it: fail closed.
+    except Exception as exc:
+        # Rule 5: grpc accepted it, cryptography cannot read it strictly (ValueError,
+        # InvalidVersion, DuplicateExtension, UnsupportedGeneralNameType, ...): fail closed.
+        log.warning("client certificate unreadable, no identity: %s", type(exc).__name__)
         return _NO_NAMES
     return _identity(uris, dns, is_ca=is_ca)
+
+
+def key_weakness(key: object) -> str | None:
+    """Why a certificate's public key is too weak to identify a workload (rule 4), as a
+    short description (key type and size, never key material); None when it is strong."""
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            return f"RSA key of {key.key_size} bits (at least {MIN_RSA_BITS} required)"
+        if is_roca_weak(key.public_numbers().n):
+            return "RSA key with the ROCA fingerprint (CVE-2017-15361)"
+        return None
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.key_size < MIN_EC_BITS:
+            return f"EC key on {key.curve.name} (at least {MIN_EC_BITS} bits required)"
+        return None
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return None
+    return f"unsupported key type {type(key).__name__}"
 
 
 def _identity(uris: Iterable[str], dns: Iterable[str], *, is_ca: bool) -> PeerIdentity:

@@ -2,9 +2,12 @@
 
 In the order a token is handled:
 
-- `verification`: the pure rules (parse, header, issuer, time, audience, key, signature).
+- `jws`: the pure structure and signature rules (steps 1-7: parse, header, key, signature).
+- `verification`: the issuer's policy and the pure claim rules (steps 8-13: issuer, type,
+  claims, times, audience); `verify` runs all thirteen.
 - `keys`: JWKS documents parsed into usable public keys, pure.
-- `jwks`: the issuer's key set fetched and cached over HTTP, the I/O edge.
+- `jwks`: the issuer's key set, fetched and cached (stale keys answer while a refresh runs).
+- `fetch`: the bounded HTTP GET of an issuer's documents, the I/O edge.
 - `discovery`: the key set's location from OpenID discovery, when not configured.
 - `verifier`: the async glue: pick the issuer, get its keys, verify, cache the result.
 - `claims`: reading claims whose name and shape differ by identity provider.

@@ -5,28 +5,30 @@ OpenID Connect Discovery 1.0 §4: the document lives at ISSUER + `/.well-known/o
 and its `issuer` must be exactly the configured issuer (§4.3), or it is someone else's
 document. The `jwks_uri` it names must pass the same rules as a configured one (https
 unless loopback). Fetching is bounded like a JWKS fetch: timeouts, size cap, no redirects.
+The document is parsed strictly (`piigate.strictjson`: no duplicate members; absurd
+nesting is a `not_json` failure like any other unreadable body, never an escaping
+RecursionError), and every failure, whatever its kind, starts the retry back-off.
+Once discovered, the location is kept and the `JwksCache` rules (K1-K5) apply: a hung
+issuer never holds a request while a key set within its stale bound exists.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import logging
 from collections.abc import Callable
 
 import aiohttp
 import yarl
 
+from piigate import strictjson
 from piigate.errors import IssuerKeysUnavailable
-from piigate.tokens.jwks import (
-    FetchFailed,
-    JwksCache,
-    JwksCacheSettings,
-    JwksStatus,
-    check_jwks_uri,
-    fetch_document,
-)
+from piigate.tokens.fetch import FetchFailed, check_jwks_uri, fetch_document
+from piigate.tokens.jwks import JwksCache, JwksCacheSettings, JwksStatus
 from piigate.tokens.keys import KeySet
+
+log = logging.getLogger(__name__)
 
 
 class DiscoveryFailed(Exception):
@@ -54,8 +56,10 @@ async def discover_jwks_uri(
     except FetchFailed as exc:
         raise DiscoveryFailed(exc.detail) from exc
     try:
-        document = json.loads(body)
-    except ValueError as exc:
+        document = strictjson.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # RecursionError: Python's json gives up on deep nesting that way (strictjson may
+        # raise a ValueError subclass instead); either is an unreadable document.
         raise DiscoveryFailed("not_json") from exc
     if not isinstance(document, dict) or document.get("issuer") != issuer:
         raise DiscoveryFailed("issuer_mismatch")
@@ -93,6 +97,7 @@ class DiscoveredJwks:
         self._discovering: asyncio.Task[JwksCache] | None = None
         self._last_error: str | None = None
         self._failed_at: float | None = None
+        self._reported: asyncio.Task[JwksCache] | None = None
 
     async def _ready_cache(self) -> JwksCache:
         if self._cache is not None:
@@ -105,13 +110,23 @@ class DiscoveredJwks:
             if backing_off:
                 raise IssuerKeysUnavailable({"issuer": self._issuer_name})
             self._discovering = asyncio.create_task(self._discover())
+        task = self._discovering
         try:
-            self._cache = await asyncio.shield(self._discovering)
-        except DiscoveryFailed as exc:
-            self._last_error = f"discovery_{exc.detail}"
-            self._failed_at = self._clock()
-            raise IssuerKeysUnavailable({"issuer": self._issuer_name}) from exc
+            self._cache = await asyncio.shield(task)
+        except Exception as exc:  # any failure, typed or not, backs off the same way
+            detail = exc.detail if isinstance(exc, DiscoveryFailed) else (
+                f"internal_{type(exc).__name__}"
+            )
+            raise self._failed(task, f"discovery_{detail}") from exc
         return self._cache
+
+    def _failed(self, task: asyncio.Task[JwksCache], detail: str) -> IssuerKeysUnavailable:
+        self._last_error = detail
+        self._failed_at = self._clock()
+        if self._reported is not task:  # once per attempt, not once per waiting caller
+            self._reported = task
+            log.warning("OIDC discovery failed issuer=%s error=%s", self._issuer_name, detail)
+        return IssuerKeysUnavailable({"issuer": self._issuer_name})
 
     async def _discover(self) -> JwksCache:
         jwks_uri = await discover_jwks_uri(self._session, self._issuer, self._settings)
@@ -131,10 +146,15 @@ class DiscoveredJwks:
         return JwksStatus(ready=False, stale=False, age_s=None, key_count=0, fetches=0,
                           last_error=self._last_error)
 
+    async def settle(self) -> None:
+        """Wait for a key-set refresh in flight, if any (see `JwksCache.settle`)."""
+        if self._cache is not None:
+            await self._cache.settle()
+
     async def aclose(self) -> None:
         if self._discovering is not None and not self._discovering.done():
             self._discovering.cancel()
-            with contextlib.suppress(asyncio.CancelledError, DiscoveryFailed):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._discovering
         if self._cache is not None:
             await self._cache.aclose()

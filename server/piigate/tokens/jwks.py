@@ -5,7 +5,26 @@ timeouts, a body cap and no redirects, caches the set for its `Cache-Control: ma
 (clamped), refetches on an unknown `kid` at most once per cooldown, shares one fetch
 between concurrent callers, and keeps serving the last good set for a bounded time when
 the issuer cannot be reached. Documents are parsed by the pure `piigate.tokens.keys.parse_jwks`.
-Neither key material nor tokens are logged.
+
+Rules held by `JwksCache.key_for`:
+
+K1. A refresh never holds a request while a set within its stale bound exists (younger
+    than expiry + `stale_if_error_s`): that set answers at once and the refresh runs
+    beside it, one in flight, bounded by its timeouts, counted in `fetches`. So a hung or
+    slow issuer costs requests nothing until the bound.
+K2. Past the stale bound the issuer fails closed at once (IssuerKeysUnavailable), with a
+    refresh started beside (unless one failed within `retry_after_failure_s`); never after
+    waiting for it.
+K3. Only a cache that has never held a set waits for its fetch (start-up; also bounded by
+    the timeouts): there is nothing else to answer with.
+K4. An unknown `kid` waits for one refetch, at most once per `unknown_kid_cooldown_s`
+    (counted from the last fetch attempt), and is remembered as a miss when a fetch made
+    during its call confirms it. The first unknown `kid` after a start-up fetch (`prime`)
+    refetches whatever the cooldown, so an issuer that rotates its key right after the
+    gateway started is picked up at once.
+K5. Entries `parse_jwks` skipped (symmetric or private keys, unusable keys) are counted in
+    `status()` and logged by count, never by content. Neither key material nor tokens are
+    logged.
 """
 
 from __future__ import annotations
@@ -20,17 +39,18 @@ from dataclasses import dataclass
 
 import aiohttp
 import cachetools
-import yarl
 
 from piigate.errors import IssuerKeysUnavailable
+from piigate.tokens.fetch import FetchFailed, check_jwks_uri, fetch_document
 from piigate.tokens.keys import (
     ASYMMETRIC_ALGORITHMS,
     MAX_KID_LENGTH,
+    SKIPPED_SECRET,
+    SKIPPED_UNUSABLE,
     JwksInvalid,
     KeySet,
     parse_jwks,
 )
-from piigate.transport.addresses import is_loopback_host
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +116,10 @@ class JwksStatus:
     key_count: int
     fetches: int
     last_error: str | None
-
-
-class FetchFailed(Exception):
-    """A fetch attempt failed; `detail` is a short fixed code for status and logs."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    #: Entries of the current set's document left out (K5): symmetric or private keys...
+    secret_keys_skipped: int = 0
+    #: ...and keys that cannot verify under the allowed algorithms (malformed, enc, weak).
+    unusable_keys_skipped: int = 0
 
 
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
@@ -120,21 +136,6 @@ def cache_ttl(cache_control: str | None, settings: JwksCacheSettings) -> float:
         elif _NO_CACHE.search(cache_control):
             ttl = settings.min_ttl_s
     return min(max(ttl, settings.min_ttl_s), settings.max_ttl_s)
-
-
-def check_jwks_uri(jwks_uri: str) -> yarl.URL:
-    """The URI, if it is absolute `https://` (or `http://` to a loopback host); else
-    ValueError. Keys fetched in clear text from elsewhere could be swapped in transit."""
-    url = yarl.URL(jwks_uri)
-    if not url.is_absolute() or not url.host:
-        raise ValueError("jwks_uri must be an absolute URL")
-    if url.user is not None or url.password is not None:
-        raise ValueError("jwks_uri must not carry credentials")
-    if url.scheme == "https":
-        return url
-    if url.scheme == "http" and is_loopback_host(url.host):
-        return url
-    raise ValueError("jwks_uri must use https:// (http:// only to a loopback host)")
 
 
 class JwksCache:
@@ -165,6 +166,8 @@ class JwksCache:
         self._last_failed = False
         self._last_error: str | None = None
         self._fetches = 0
+        #: K4: the set came from `prime` and no unknown kid has refetched since.
+        self._primed_set_unchallenged = False
         self._inflight: asyncio.Task[None] | None = None
         self._misses: cachetools.TTLCache[str, bool] = cachetools.TTLCache(
             maxsize=self._settings.unknown_kid_memory_size,
@@ -178,36 +181,48 @@ class JwksCache:
         return self._keys
 
     async def prime(self) -> KeySet:
-        """Fetch the keys at start-up; IssuerKeysUnavailable if that fails."""
+        """Fetch the keys at start-up (and whenever readiness finds none usable); waits for
+        the fetch. IssuerKeysUnavailable if it fails and no usable set remains."""
         await self._refresh()
-        if self._keys is None:
+        keys = self._keys
+        if keys is None or self._clock() >= self._expires_at + self._settings.stale_if_error_s:
             raise self._unavailable()
-        return self._keys
+        if not self._last_failed:
+            self._primed_set_unchallenged = True
+        return keys
 
     async def key_for(self, kid: str | None) -> KeySet:
-        """The key set to verify a token naming `kid` with.
+        """The key set to verify a token naming `kid` with (rules K1-K4 above).
 
-        Refreshes an expired set (or a cold cache) first. When `kid` is not in the set,
-        refetches once, unless a fetch started within the cooldown or this kid was a
-        recent miss. Serves a set past its expiry only while refreshes fail and for at
-        most `stale_if_error_s`.
+        Answers at once from a set within its stale bound, starting a refresh beside it
+        when the set is due; fails closed at once past the bound; waits only on a cache
+        that never held a set, and for the (rate-limited) refetch of an unknown `kid`.
         """
         settings = self._settings
         now = self._clock()
         fetches_before = self._fetches
-        if now >= self._expires_at and self._may_fetch(now):
-            await self._refresh()
-            now = self._clock()
         keys = self._keys
-        if keys is None or now >= self._expires_at + settings.stale_if_error_s:
-            raise self._unavailable()
-        if now >= self._refresh_ahead_at() and self._may_fetch(now):
-            self._start_refresh()  # served from the current set meanwhile
+        if keys is None:  # K3
+            if self._may_fetch(now):
+                await self._refresh()
+            keys = self._keys
+            if keys is None:
+                raise self._unavailable()
+            now = self._clock()
+        else:
+            if now >= self._refresh_ahead_at() and self._may_fetch(now):
+                self._start_refresh()  # K1/K2: beside, never awaited here
+            if now >= self._expires_at + settings.stale_if_error_s:
+                raise self._unavailable()  # K2
         if kid is None or kid in keys or len(kid) > MAX_KID_LENGTH or kid in self._misses:
             return keys
         if self._inflight is not None and not self._inflight.done():
             await asyncio.shield(self._inflight)
-        elif now - self._last_attempt_at >= settings.unknown_kid_cooldown_s:
+        elif (
+            now - self._last_attempt_at >= settings.unknown_kid_cooldown_s
+            or self._primed_set_unchallenged
+        ):
+            self._primed_set_unchallenged = False
             await self._refresh()
         keys = self._keys
         if keys is None:  # pragma: no cover - a set, once fetched, is never dropped
@@ -230,7 +245,15 @@ class JwksCache:
             key_count=0 if keys is None else len(keys),
             fetches=self._fetches,
             last_error=self._last_error,
+            secret_keys_skipped=0 if keys is None else keys.skipped.get(SKIPPED_SECRET, 0),
+            unusable_keys_skipped=0 if keys is None else keys.skipped.get(SKIPPED_UNUSABLE, 0),
         )
+
+    async def settle(self) -> None:
+        """Wait for the refresh in flight, if any, to finish (it never raises)."""
+        task = self._inflight
+        if task is not None and not task.done():
+            await asyncio.shield(task)
 
     async def aclose(self) -> None:
         """Cancel a background refresh still in flight (the session is not ours)."""
@@ -285,11 +308,22 @@ class JwksCache:
             self._record_failure(f"internal_{type(exc).__name__}")
             return
         now = self._clock()
-        self._keys = KeySet(parsed.keys, fetched_at=now)
+        self._keys = KeySet(parsed.keys, fetched_at=now, skipped=parsed.skipped)
         self._expires_at = now + cache_ttl(cache_control, self._settings)
         self._last_failed = False
         self._last_error = None
         self._misses.clear()
+        secret = parsed.skipped.get(SKIPPED_SECRET, 0)
+        if secret:
+            log.warning(
+                "JWKS entries with symmetric or private key material skipped issuer=%s "
+                "count=%d (never used; the issuer should not publish them)",
+                self._issuer_name,
+                secret,
+            )
+        unusable = parsed.skipped.get(SKIPPED_UNUSABLE, 0)
+        if unusable:
+            log.info("JWKS unusable keys skipped issuer=%s count=%d", self._issuer_name, unusable)
 
     def _record_failure(self, detail: str) -> None:
         self._last_failed = True
@@ -300,38 +334,3 @@ class JwksCache:
         return await fetch_document(
             self._session, self._url, self._settings, "application/jwk-set+json, application/json"
         )
-
-
-async def fetch_document(
-    session: aiohttp.ClientSession, url: yarl.URL, settings: JwksCacheSettings, accept: str
-) -> tuple[bytes, str | None]:
-    """GET `url` within the settings' timeouts and size cap, refusing redirects; returns
-    the body and its Cache-Control header, or raises FetchFailed with a short code."""
-    timeout = aiohttp.ClientTimeout(
-        total=settings.total_timeout_s,
-        connect=settings.connect_timeout_s,
-        sock_read=settings.read_timeout_s,
-    )
-    try:
-        async with session.get(
-            url,
-            allow_redirects=False,  # a redirect could lead anywhere: refuse it
-            timeout=timeout,
-            headers={"Accept": accept},
-        ) as response:
-            if response.status != 200:
-                kind = "redirect" if 300 <= response.status < 400 else "status"
-                raise FetchFailed(f"http_{kind}_{response.status}")
-            limit = settings.max_response_bytes
-            if response.content_length is not None and response.content_length > limit:
-                raise FetchFailed("response_too_large")
-            body = bytearray()
-            async for chunk in response.content.iter_chunked(16 * 1024):
-                body += chunk
-                if len(body) > limit:
-                    raise FetchFailed("response_too_large")
-            return bytes(body), response.headers.get("Cache-Control")
-    except TimeoutError as exc:
-        raise FetchFailed("timeout") from exc
-    except aiohttp.ClientError as exc:
-        raise FetchFailed(f"client_{type(exc).__name__}") from exc

@@ -10,9 +10,15 @@ Rules held by this module:
 R1. A key set never holds `oct` keys, private key material, encryption-only keys, RSA
     keys under 2048 bits or with the ROCA fingerprint; a key the allowed algorithms cannot
     use is dropped.
-R2. A document with two entries under one `kid` is refused whole: a `kid` must name
-    exactly one key, or an attacker-chosen lookup could pick the weaker one.
-R3. Neither key material nor tokens are logged; errors carry short fixed codes.
+R2. An entry that is a symmetric (`oct`) key or carries private key material is skipped
+    whole (not even its public half is used) and counted under `secret_key_material`, so
+    the cache can log it and health can show it; every other skipped entry is counted
+    under `unusable`. The rest of the set stays usable: an operator expects such keys to
+    be ignored, and a key that cannot verify is never used either way.
+R3. A document with two entries under one `kid` (skipped entries included) is refused
+    whole: a `kid` must name exactly one key, or an attacker-chosen lookup could pick the
+    weaker one.
+R4. Neither key material nor tokens are logged; errors carry short fixed codes.
 """
 
 from __future__ import annotations
@@ -89,15 +95,25 @@ class VerificationKey:
     fingerprint: bytes = field(repr=False)
 
 
+#: Why an entry of a JWKS document was left out of its key set (R2).
+SKIPPED_SECRET = "secret_key_material"  # noqa: S105 - a reason code, not a secret
+SKIPPED_UNUSABLE = "unusable"
+
+
 @dataclass(frozen=True)
 class KeySet:
-    """An issuer's usable keys by `kid` (a key published without `kid` is under None)."""
+    """An issuer's usable keys by `kid` (a key published without `kid` is under None).
+
+    `skipped` counts the document's entries that were left out, by reason (R2).
+    """
 
     keys: Mapping[str | None, VerificationKey]
     fetched_at: float = 0.0
+    skipped: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", MappingProxyType(dict(self.keys)))
+        object.__setattr__(self, "skipped", MappingProxyType(dict(self.skipped)))
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -118,10 +134,10 @@ def parse_jwks(document: bytes, allowed_algorithms: Collection[str]) -> KeySet:
     """Parse a JWKS document into the keys piigate may verify with.
 
     Raises `JwksInvalid` when the document is not a JSON object with a `keys` array, when
-    two entries share a `kid` (R2), when any entry is a symmetric key or carries private
-    key material (a JWKS that publishes secrets is compromised: refuse it whole, fail
-    closed), or when no usable key remains. Individual malformed or
-    unsuitable keys are skipped (R1). The result's `fetched_at` is 0; the cache sets it.
+    two entries share a `kid` (R3), or when no usable key remains. Symmetric keys and
+    entries with private key material (R2) and malformed or unsuitable keys (R1) are
+    skipped and counted in the result's `skipped`. The result's `fetched_at` is 0; the
+    cache sets it.
     """
     allowed = frozenset(allowed_algorithms) & ASYMMETRIC_ALGORITHMS
     try:
@@ -135,26 +151,34 @@ def parse_jwks(document: bytes, allowed_algorithms: Collection[str]) -> KeySet:
 
     seen_kids: set[str | None] = set()
     for entry in parsed["keys"]:
-        if not isinstance(entry, dict):
-            continue
-        if entry.get("kty") == "oct" or _SECRET_MEMBERS & entry.keys():
-            raise JwksInvalid("secret_key_material")
-        if isinstance(entry.get("kid"), str):
+        if isinstance(entry, dict) and isinstance(entry.get("kid"), str):
             if entry["kid"] in seen_kids:
                 raise JwksInvalid("duplicate_kid")
             seen_kids.add(entry["kid"])
 
     keys: dict[str | None, VerificationKey] = {}
+    skipped = {SKIPPED_SECRET: 0, SKIPPED_UNUSABLE: 0}
     for entry in parsed["keys"]:
+        if is_secret_entry(entry):
+            skipped[SKIPPED_SECRET] += 1
+            continue
         key = _usable_key(entry, allowed)
         if key is None:
+            skipped[SKIPPED_UNUSABLE] += 1
             continue
         if key.kid in keys:  # only reachable for two usable keys without a kid
             raise JwksInvalid("duplicate_kid")
         keys[key.kid] = key
     if not keys:
         raise JwksInvalid("no_usable_keys")
-    return KeySet(keys)
+    return KeySet(keys, skipped={reason: n for reason, n in skipped.items() if n})
+
+
+def is_secret_entry(entry: object) -> bool:
+    """Whether a JWKS entry is a symmetric key or carries private key material (R2)."""
+    if not isinstance(entry, dict):
+        return False
+    return entry.get("kty") == "oct" or bool(_SECRET_MEMBERS & entry.keys())
 
 
 def _usable_key(entry: object, allowed: frozenset[str]) -> VerificationKey | None:
@@ -162,8 +186,8 @@ def _usable_key(entry: object, allowed: frozenset[str]) -> VerificationKey | Non
     if not isinstance(entry, dict):
         return None
     kty, crv, kid, alg = (entry.get(name) for name in ("kty", "crv", "kid", "alg"))
-    if not isinstance(kty, str) or kty == "oct" or _SECRET_MEMBERS & entry.keys():
-        return None  # refused whole by parse_jwks already; kept for direct callers
+    if not isinstance(kty, str) or is_secret_entry(entry):
+        return None  # skipped by parse_jwks already; kept for direct callers
     if crv is not None and not isinstance(crv, str):
         return None
     if kid is not None and (not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH):
@@ -239,5 +263,3 @@ def is_roca_weak(modulus: int) -> bool:
     """True when an RSA modulus has the ROCA fingerprint."""
     return all(modulus % prime in _ROCA_RESIDUES[prime] for prime in _ROCA_PRIMES)
 
-
-# --- JwksCache (the I/O edge) ------------------------------------------------------------

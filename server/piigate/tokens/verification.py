@@ -28,9 +28,10 @@ failure as its own `TokenRejected` subclass:
                          TokenLifetimeExcessive, TokenTooOld
 13. audience             one of policy.audiences, when any are set     TokenAudienceInvalid
 
-Steps 1-7 are `verify_signature(token, keys, algorithms)` (also callable alone), steps 8-13
-are `check_claims(header, claims, policy, now)`. `verify_jws` is steps 1-7 for a payload
-that need not be JSON (test vectors).
+Steps 1-7 (structure and signature) live in `piigate.tokens.jws` as
+`verify_signature(token, keys, algorithms)`, also callable alone; this module holds the
+issuer's policy and steps 8-13, `check_claims(header, claims, policy, now)`, and `verify`,
+which runs both.
 
 Error metadata never holds token text or claim values: only claim and header names, the
 `kid` when it is a short [A-Za-z0-9._-] string, the `alg` when it is a registered name,
@@ -39,57 +40,28 @@ and the issuer's configured name.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import math
-import re
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ec import (
-    SECP256R1,
-    SECP384R1,
-    SECP521R1,
-    EllipticCurvePublicKey,
-)
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-from jwt.algorithms import Algorithm, get_default_algorithms
-from jwt.exceptions import PyJWTError
-
-from piigate import strictjson
 from piigate.errors import (
-    TokenAlgorithmNotAllowed,
     TokenAudienceInvalid,
     TokenClaimInvalid,
     TokenClaimMissing,
     TokenExpired,
-    TokenHeaderForbidden,
     TokenIssuedInFuture,
     TokenIssuerUnknown,
-    TokenKeyUnknown,
     TokenLifetimeExcessive,
-    TokenMalformed,
     TokenNotYetValid,
     TokenRejected,
-    TokenSignatureInvalid,
-    TokenTooLarge,
     TokenTooOld,
     TokenTypeInvalid,
 )
-from piigate.tokens.keys import (
-    ASYMMETRIC_ALGORITHMS,
-    MAX_KID_LENGTH,
-    RSA_ALGORITHMS,
-    KeySet,
-    VerificationKey,
-    algorithms_for,
-)
+from piigate.tokens.jws import DEFAULT_MAX_TOKEN_BYTES, freeze, verify_signature
+from piigate.tokens.keys import ASYMMETRIC_ALGORITHMS, KeySet
 
-DEFAULT_MAX_TOKEN_BYTES = 8192
 MAX_LEEWAY_S = 60
 DEFAULT_REQUIRED_CLAIMS = ("iss", "sub", "exp", "iat")
 #: Claims every policy must require: no token without an issuer, a subject (ASVS 10.3.3
@@ -98,23 +70,8 @@ ALWAYS_REQUIRED_CLAIMS = frozenset({"iss", "sub", "exp"})
 #: 9999-12-31T23:59:59Z. A NumericDate beyond this is an attack or a bug (e.g. 1e300).
 MAX_NUMERIC_DATE = 253_402_300_799
 
-#: RFC 8725 §3.10 / RFC 7515 §4.1: the token must not choose keys (jku, x5u, jwk, x5c)
-#: nor processing rules (crit; b64 from RFC 7797 changes what is signed).
-FORBIDDEN_HEADERS = frozenset({"crit", "jku", "x5u", "jwk", "x5c", "b64"})
-
-_REGISTERED_ALGORITHM_NAMES = frozenset(
-    {*ASYMMETRIC_ALGORITHMS, "none", "HS256", "HS384", "HS512", "ES256K", "Ed25519", "Ed448"}
-)
-_SAFE_KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
 _STRING_CLAIMS = ("iss", "sub", "jti")
-
-# PyJWT's algorithm objects for the asymmetric algorithms only: none and HS* are never
-# looked up, whatever a token's header says.
-_ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType(
-    {name: alg for name, alg in get_default_algorithms().items() if name in ASYMMETRIC_ALGORITHMS}
-)
 
 
 class TypRule(enum.Enum):
@@ -227,190 +184,7 @@ class VerifiedToken:
         return jti if isinstance(jti, str) else None
 
 
-@dataclass(frozen=True, slots=True)
-class CompactJws:
-    """A structurally valid compact JWS, not yet authenticated."""
-
-    header: Mapping[str, Any]
-    payload: bytes
-    signature: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class UnverifiedIdentity:
-    """What an unverified token claims about itself: used only to choose keys."""
-
-    issuer: str
-    kid: str | None
-
-
-# --- structure (step 2) ------------------------------------------------------------------
-def _b64url_decode(segment: str) -> bytes:
-    """Strict base64url (RFC 7515 §2): unpadded, alphabet only, canonical trailing bits."""
-    if len(segment) % 4 == 1 or not _BASE64URL.fullmatch(segment):
-        raise TokenMalformed()
-    try:
-        decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise TokenMalformed() from exc
-    if base64.urlsafe_b64encode(decoded).rstrip(b"=").decode("ascii") != segment:
-        raise TokenMalformed()  # non-zero unused bits: two encodings of the same bytes
-    return decoded
-
-
-def _json_object(data: bytes) -> dict[str, Any]:
-    try:
-        value = strictjson.loads(data)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise TokenMalformed() from exc
-    if not isinstance(value, dict):
-        raise TokenMalformed()
-    return value
-
-
-def decode_compact(token: str, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> CompactJws:
-    """Steps 1-2 for the header: size, segments, base64url, header JSON object."""
-    if not isinstance(token, str):
-        raise TokenMalformed()
-    if len(token) > max_bytes:
-        raise TokenTooLarge()
-    if not token.isascii():
-        raise TokenMalformed()
-    segments = token.split(".")
-    if len(segments) != 3:  # a JWE has five; JSON serialization has none
-        raise TokenMalformed()
-    header, payload, signature = (_b64url_decode(segment) for segment in segments)
-    return CompactJws(header=_json_object(header), payload=payload, signature=signature)
-
-
-def peek(token: str, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> UnverifiedIdentity:
-    """The unverified `iss` and `kid`, after the structural checks. Nothing here is
-    trusted: it only selects the issuer whose keys will verify the token."""
-    jws = decode_compact(token, max_bytes)
-    claims = _json_object(jws.payload)
-    if "iss" not in claims:
-        raise TokenClaimMissing({"claim": "iss"})
-    issuer = claims["iss"]
-    if not isinstance(issuer, str) or not issuer:
-        raise TokenClaimInvalid({"claim": "iss"})
-    kid = jws.header.get("kid")
-    return UnverifiedIdentity(issuer=issuer, kid=kid if isinstance(kid, str) else None)
-
-
-def peek_issuer(token: str, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> str:
-    """The unverified `iss` string (see `peek`)."""
-    return peek(token, max_bytes).issuer
-
-
-# --- authentication (steps 3-7) ----------------------------------------------------------
-def _kid_metadata(kid: object) -> dict[str, str]:
-    return {"kid": kid} if isinstance(kid, str) and _SAFE_KID.fullmatch(kid) else {}
-
-
-def _checked_algorithm(header: Mapping[str, Any], algorithms: Collection[str]) -> str:
-    forbidden = FORBIDDEN_HEADERS & header.keys()
-    if forbidden:
-        raise TokenHeaderForbidden({"header": min(forbidden)})
-    alg = header.get("alg")
-    # Membership in ASYMMETRIC_ALGORITHMS is exact and case-sensitive: "none", "NONE",
-    # "HS256" and friends are refused even if a misconfigured allowlist names them.
-    if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS or alg not in algorithms:
-        metadata = (
-            {"alg": alg} if isinstance(alg, str) and alg in _REGISTERED_ALGORITHM_NAMES else {}
-        )
-        raise TokenAlgorithmNotAllowed(metadata)
-    return alg
-
-
-def select_key(keys: KeySet, kid: object) -> VerificationKey:
-    """Step 5: the key named by `kid`, by exact lookup; without a kid, the only key."""
-    if kid is None:
-        if len(keys) == 1:
-            return next(iter(keys.keys.values()))
-        raise TokenKeyUnknown()
-    if not isinstance(kid, str):
-        raise TokenMalformed()  # RFC 7515 §4.1.4: kid is a string
-    key = keys.get(kid) if 0 < len(kid) <= MAX_KID_LENGTH else None
-    if key is None:
-        raise TokenKeyUnknown(_kid_metadata(kid))
-    return key
-
-
-_CURVE_BY_ALGORITHM = {"ES256": SECP256R1, "ES384": SECP384R1, "ES512": SECP521R1}
-
-
-def _check_key_binding(key: VerificationKey, alg: str, metadata: Mapping[str, str]) -> None:
-    """Step 6: the algorithm the token names must be one this key was published for."""
-    fits_type = alg in algorithms_for(key.kty, key.crv) and alg in key.algorithms
-    if alg in RSA_ALGORITHMS:
-        fits_key = isinstance(key.public_key, RSAPublicKey)
-    elif alg in _CURVE_BY_ALGORITHM:
-        fits_key = isinstance(key.public_key, EllipticCurvePublicKey) and isinstance(
-            key.public_key.curve, _CURVE_BY_ALGORITHM[alg]
-        )
-    else:
-        fits_key = isinstance(key.public_key, Ed25519PublicKey)
-    pinned = key.jwk_alg is None or key.jwk_alg == alg
-    if not (fits_type and fits_key and pinned):
-        raise TokenAlgorithmNotAllowed({"alg": alg, **metadata})
-
-
-def _authenticate(token: str, jws: CompactJws, keys: KeySet, algorithms: Collection[str]) -> None:
-    alg = _checked_algorithm(jws.header, algorithms)
-    kid = jws.header.get("kid")
-    if "kid" in jws.header and not isinstance(kid, str):
-        raise TokenMalformed()  # RFC 7515 §4.1.4: kid is a string (null is not "absent")
-    key = select_key(keys, kid)
-    metadata = _kid_metadata(kid)
-    _check_key_binding(key, alg, metadata)
-    # The token's structure was already checked strictly (decode_compact), so the
-    # signature is verified directly over the signing input, without PyJWT parsing the
-    # token a second time; the algorithm objects are PyJWT's (ECDSA raw-to-DER included).
-    signing_input = token.rpartition(".")[0].encode("ascii")
-    try:
-        valid = _ALGORITHMS[alg].verify(signing_input, key.public_key, jws.signature)
-    except (PyJWTError, ValueError, TypeError) as exc:
-        raise TokenSignatureInvalid(metadata) from exc
-    if not valid:
-        raise TokenSignatureInvalid(metadata)
-
-
-def verify_jws(
-    token: str,
-    keys: KeySet,
-    algorithms: Collection[str],
-    *,
-    max_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
-) -> tuple[Mapping[str, Any], bytes]:
-    """Steps 1-7 for any compact JWS: (header, raw payload). The payload need not be JSON."""
-    jws = decode_compact(token, max_bytes)
-    _authenticate(token, jws, keys, algorithms)
-    return _freeze(jws.header), jws.payload
-
-
-def verify_signature(
-    token: str,
-    keys: KeySet,
-    algorithms: Collection[str],
-    *,
-    max_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
-) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
-    """Steps 1-7 for a JWT: the authenticated (header, claims), both read-only."""
-    jws = decode_compact(token, max_bytes)
-    claims = _json_object(jws.payload)
-    _authenticate(token, jws, keys, algorithms)
-    return _freeze(jws.header), _freeze(claims)
-
-
 # --- claims (steps 8-13) -----------------------------------------------------------------
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return MappingProxyType({name: _freeze(item) for name, item in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(item) for item in value)
-    return value
-
-
 def _check_typ(header: Mapping[str, Any], claims: Mapping[str, Any], rule: TypRule) -> None:
     typ = header.get("typ")
     if typ is not None and not isinstance(typ, str):
@@ -438,10 +212,13 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
     if name not in claims:
         return None
     value = claims[name]
-    # bool is an int in Python but not a JSON number; 1e400 parses to inf.
+    # bool is an int in Python but not a JSON number; 1e400 parses to inf. The range is
+    # checked before any float conversion: a huge JSON integer (10**400) is a Python int
+    # that math.isfinite and float() refuse with OverflowError, and int comparisons are
+    # exact at any size.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TokenClaimInvalid({"claim": name})
-    if not math.isfinite(value) or not 0 <= value <= MAX_NUMERIC_DATE:
+    if not 0 <= value <= MAX_NUMERIC_DATE:  # also false for NaN; inf is out of range
         raise TokenClaimInvalid({"claim": name})
     return float(value)
 
@@ -479,7 +256,7 @@ def check_claims(
     header: Mapping[str, Any], claims: Mapping[str, Any], policy: IssuerPolicy, now: float
 ) -> VerifiedToken:
     """Steps 8-13 on an authenticated header and claims; `now` in seconds since the epoch."""
-    return _check_frozen(_freeze(header), _freeze(claims), policy, now)
+    return _check_frozen(freeze(header), freeze(claims), policy, now)
 
 
 def claim_dates(token: VerifiedToken) -> ClaimDates:

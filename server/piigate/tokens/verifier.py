@@ -2,7 +2,7 @@
 
 `TokenVerifier.verify(token)`:
 
-1. `peek` the unverified `iss` and `kid` (size and structure checked first);
+1. `jws.peek` the unverified `iss` and `kid` (size and structure checked first);
 2. select the issuer whose configured `iss` is EXACTLY that string (else
    TokenIssuerUnknown; nothing is fetched for an unknown issuer);
 3. `await` that issuer's key source for the kid (JWKS cache; IssuerKeysUnavailable);
@@ -30,6 +30,7 @@ from typing import Protocol
 import cachetools
 
 from piigate.errors import TokenIssuerUnknown, TokenRejected
+from piigate.tokens.jws import peek, select_key
 from piigate.tokens.keys import KeySet
 from piigate.tokens.verification import (
     ClaimDates,
@@ -37,8 +38,6 @@ from piigate.tokens.verification import (
     VerifiedToken,
     check_times,
     claim_dates,
-    peek,
-    select_key,
     verify,
 )
 

@@ -4,6 +4,12 @@ grpc asks `ReloadingServerCredentials.fetch` before each new handshake; it re-re
 certificate chain, key and client trust bundle when their content changed. A reload never
 replaces good material with bad: half-written, mismatched or expired files keep the old
 material and are logged by file name and problem, never by content.
+
+Client keys are not checked for strength here: grpc's Python API offers no verification
+callback and no minimum key size for the handshake (checked on grpcio 1.85), so a client
+certificate with, say, an RSA-1024 key completes the handshake. `piigate.identity.peer`
+(its rule 4) then refuses that certificate as an identity, holding client keys to the same
+minimums as token keys (`piigate.tokens.keys`).
 """
 
 from __future__ import annotations
@@ -23,8 +29,6 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 log = logging.getLogger(__name__)
-
-
 
 
 class TlsMaterialInvalid(Exception):
