@@ -21,7 +21,7 @@ from piigate.errors import (
     StepUpRequired,
 )
 from piigate.identity.caller import Caller
-from piigate.policy.decision import DisclosureRequest, SubjectFacts, decide
+from piigate.policy.decision import DisclosureRequest, SubjectFacts, decide, unmet_step_up
 from piigate.policy.profiles import ProfileIndex
 from piigate.tokens.claims import claim_values, granted_scopes
 
@@ -207,3 +207,9 @@ def test_step_up_unmet_falls_back_or_refuses(
     with pytest.raises(StepUpRequired) as caught:
         decide(with_step_up("refuse", **rule), facts(**claims), ask(reason=reason), NOW)
     assert caught.value.metadata["unmet"] == unmet
+
+
+@pytest.mark.parametrize("auth_time", [10**400, -(10**400), float("inf"), float("nan"), 1e300])
+def test_an_absurd_auth_time_is_not_fresh_and_never_raises(auth_time: object) -> None:
+    rule = StepUp(reasons=frozenset(), acr=frozenset(), max_auth_age_s=300, otherwise="mask")
+    assert unmet_step_up(rule, "AccountManagement", {"auth_time": auth_time}, 1.8e9) == "auth_time"

@@ -8,7 +8,6 @@ reason, fields), so a denied caller learns nothing about what exists.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from piigate.policy.smart_scopes import missing_scopes
 
 T = TypeVar("T")
 MAX_ADHOC_REASON = 256
+_MAX_TIME = 1e15  # seconds since the epoch: some 31 million years; beyond it, no time
 # Free-text purpose goes to the vault and the audit trail: printable text only, so it
 # cannot forge audit lines or smuggle control characters.
 ADHOC_REASON = re.compile(r"^[^\x00-\x1f\x7f]+$")
@@ -230,8 +230,9 @@ def unmet_step_up(rule: StepUp, reason: str, claims: Mapping[str, Any], now: flo
         return "acr"
     if rule.max_auth_age_s is not None:
         auth_time = claims.get("auth_time")
+        # A JSON number may be any size: only one a float can hold is a time at all.
         fresh = (isinstance(auth_time, int | float) and not isinstance(auth_time, bool)
-                 and math.isfinite(auth_time) and now - auth_time <= rule.max_auth_age_s)
+                 and abs(auth_time) < _MAX_TIME and now - auth_time <= rule.max_auth_age_s)
         if not fresh:
             return "auth_time"
     return None
