@@ -34,7 +34,7 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from piigate.audit.chain import verify_chain
+from piigate.audit.verify import verify_chain
 from piigate_client import ClientCredentials, DetokenizationClient, Detokenized, PiigateError
 from piigate_dev.devissuer.migration import MigratedUser, VaultTarget, migrate_user
 

@@ -18,9 +18,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from piigate.audit.chain import ChainedJsonLinesSink
 from piigate.audit.event import AuditSink
 from piigate.audit.recorder import AuditRecorder
+from piigate.audit.sink import ChainedJsonLinesSink
 from piigate.config import GatewayConfig, IssuerConfig
 from piigate.identity.caller import BearerCallerAuthenticator
 from piigate.limits.abuse import AbuseGuard
@@ -139,6 +139,7 @@ class GatewayParts:
     pipeline: DetokenizationPipeline
     sources: dict[str, KeySource]
     metrics: Metrics
+    audit: AuditSink | None = None  # its health is a readiness input
     _closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -195,7 +196,7 @@ def build_parts(
                       config.server.max_batch_size),
         clock=clock,
     )
-    parts = GatewayParts(pipeline, sources, metrics)
+    parts = GatewayParts(pipeline, sources, metrics, sink)
     parts._closers += [session.close, sink.close]
     if isinstance(vault, CoalescingVault):
         parts._closers.append(vault.aclose)
@@ -238,7 +239,7 @@ async def start_gateway(
     except BaseException:
         await parts.aclose()
         raise
-    readiness = IssuerReadiness(parts.sources, health_servicer, ("", SERVICE_NAME))
+    readiness = IssuerReadiness(parts.sources, health_servicer, ("", SERVICE_NAME), parts.audit)
     readiness.publish()  # NOT_SERVING until every issuer's keys are in
     server.start()
     running = RunningGateway(server, port, health_servicer, parts.metrics, readiness)

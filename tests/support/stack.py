@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from piigate.audit.chain import ChainedJsonLinesSink
+from piigate.audit.sink import ChainedJsonLinesSink
 from piigate.bootstrap import RunningGateway, start_gateway
 from piigate.config import GatewayConfig, parse_config
 from piigate.transport.addresses import ListenAddress

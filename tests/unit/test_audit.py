@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from piigate.audit.chain import ChainedJsonLinesSink
 from piigate.audit.event import AuditEvent, FieldDisclosure
+from piigate.audit.sink import ChainedJsonLinesSink
 from piigate.errors import AuditUnavailable
 
 

@@ -12,16 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from piigate.audit.chain import (
-    GENESIS_HASH,
-    MAX_LINE_BYTES,
-    AuditChainError,
-    ChainedJsonLinesSink,
-    chain_line,
-    last_hash_of,
-    verify_chain,
-)
 from piigate.audit.event import AuditEvent, FieldDisclosure
+from piigate.audit.format import GENESIS_HASH, MAX_LINE_BYTES, chain_line
+from piigate.audit.sink import ChainedJsonLinesSink
+from piigate.audit.trail import AuditChainError, last_hash_of
+from piigate.audit.verify import verify_chain
 from piigate.cli import audit as audit_cli
 from piigate.errors import AuditUnavailable
 from tests.support.audit_events import numbered_event as event
@@ -357,7 +352,7 @@ async def test_a_tail_missing_only_its_newline_is_ended_before_appending(tmp_pat
 @pytest.mark.parametrize(
     "tail",
     [
-        b'{"event":"disclosure","outco',  # torn mid-line
+        # (A line torn mid-write is cut and recorded instead: test_audit_repair.py.)
         b'{"event":"disclosure"}\n',  # a line without prev (an unchained trail)
         b"\n",
     ],

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from piigate.audit import chain as audit_chain
-from piigate.audit.chain import ChainedJsonLinesSink, verify_chain
+from piigate.audit.health import Recovery
+from piigate.audit.sink import ChainedJsonLinesSink
+from piigate.audit.trail import Disk
+from piigate.audit.verify import verify_chain
 from piigate.errors import AuditUnavailable
 from tests.support.audit_events import numbered_event as event
 
@@ -26,7 +28,7 @@ HANG_GUARD_S = 30.0
 
 
 class FsyncRecorder:
-    """Stands in for `os.fsync` (in the worker thread the sink runs it in): records how
+    """Stands in for `fsync(2)` (in the worker thread the sink runs it in): records how
     many lines the file held as each fsync began, can hold the first one until released,
     then fsyncs for real, or fails with `error`."""
 
@@ -44,6 +46,11 @@ class FsyncRecorder:
             self.release.set()
         self._lock = threading.Lock()
         self._real = os.fsync
+
+    @property
+    def disk(self) -> Disk:
+        """The system calls for a sink to use: the real ones, this fsync."""
+        return Disk(fsync=self)
 
     @property
     def calls(self) -> int:
@@ -67,9 +74,9 @@ class FsyncRecorder:
                 self.completed += 1
 
 
-def install(monkeypatch: pytest.MonkeyPatch, recorder: FsyncRecorder) -> FsyncRecorder:
-    monkeypatch.setattr(audit_chain.os, "fsync", recorder)
-    return recorder
+def open_sink(recorder: FsyncRecorder, recovery: Recovery | None = None) -> ChainedJsonLinesSink:
+    return ChainedJsonLinesSink.open(recorder.path, fsync=True, disk=recorder.disk,
+                                     recovery=recovery)
 
 
 def line_numbers(path: Path) -> dict[str, int]:
@@ -84,11 +91,10 @@ async def let_new_tasks_write() -> None:
     await asyncio.sleep(0)
 
 
-async def test_concurrent_writers_share_fsyncs(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_concurrent_writers_share_fsyncs(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    recorder = install(monkeypatch, FsyncRecorder(path))
-    sink = ChainedJsonLinesSink.open(path, fsync=True)
+    recorder = FsyncRecorder(path)
+    sink = open_sink(recorder)
     await asyncio.wait_for(asyncio.gather(*(sink.write(event(n)) for n in range(50))), HANG_GUARD_S)
     await sink.close()
     result = verify_chain(path.read_bytes().splitlines())
@@ -97,12 +103,10 @@ async def test_concurrent_writers_share_fsyncs(tmp_path: Path,
     assert recorder.most_running == 1
 
 
-async def test_a_lone_writer_pays_exactly_one_fsync_per_write(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_lone_writer_pays_exactly_one_fsync_per_write(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    recorder = install(monkeypatch, FsyncRecorder(path))
-    sink = ChainedJsonLinesSink.open(path, fsync=True)
+    recorder = FsyncRecorder(path)
+    sink = open_sink(recorder)
     await sink.write(event(1))
     assert recorder.started_with == [1]
     await sink.write(event(2))
@@ -116,8 +120,10 @@ async def test_without_fsync_configured_nothing_is_fsynced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfdbinary: pytest.CaptureFixture[bytes]
 ) -> None:
     path = tmp_path / "audit.jsonl"
-    recorder = install(monkeypatch, FsyncRecorder(path))
-    for sink in (ChainedJsonLinesSink.open(path, fsync=False),
+    recorder = FsyncRecorder(path)
+    # stdout's sink has no `Disk`: the recorder stands in for `os.fsync` itself there.
+    monkeypatch.setattr(os, "fsync", recorder)
+    for sink in (ChainedJsonLinesSink.open(path, fsync=False, disk=recorder.disk),
                  ChainedJsonLinesSink.open(None, fsync=True)):  # stdout: never fsynced
         writes = asyncio.gather(*(sink.write(event(n)) for n in range(5)))
         await asyncio.wait_for(writes, HANG_GUARD_S)
@@ -127,12 +133,10 @@ async def test_without_fsync_configured_nothing_is_fsynced(
     assert not sys.stdout.closed
 
 
-async def test_no_write_returns_before_an_fsync_begun_after_its_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_no_write_returns_before_an_fsync_begun_after_its_line(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    recorder = install(monkeypatch, FsyncRecorder(path, hold_first=True))
-    sink = ChainedJsonLinesSink.open(path, fsync=True)
+    recorder = FsyncRecorder(path, hold_first=True)
+    sink = open_sink(recorder)
     fsyncs_done_at_return: dict[str, int] = {}
 
     async def write(n: int) -> None:
@@ -159,14 +163,15 @@ async def test_no_write_returns_before_an_fsync_begun_after_its_line(
     assert verify_chain(path.read_bytes().splitlines()).ok
 
 
-async def test_a_failed_fsync_fails_its_waiters_and_every_later_write(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+async def test_a_failed_fsync_fails_its_waiters_and_cuts_their_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "audit.jsonl"
     caplog.set_level(logging.ERROR, logger="asyncio")
     failure = OSError(errno.EIO, "Input/output error")
-    recorder = install(monkeypatch, FsyncRecorder(path, hold_first=True, error=failure))
-    sink = ChainedJsonLinesSink.open(path, fsync=True)
+    recorder = FsyncRecorder(path, hold_first=True, error=failure)
+    # No background retry within the test: only the one last attempt at close.
+    sink = open_sink(recorder, Recovery(first_delay_s=HANG_GUARD_S))
     covered = [asyncio.create_task(sink.write(event(n))) for n in range(5)]
     await asyncio.to_thread(recorder.first_started.wait, HANG_GUARD_S)
     uncovered = [asyncio.create_task(sink.write(event(n))) for n in range(5, 10)]
@@ -178,22 +183,25 @@ async def test_a_failed_fsync_fails_its_waiters_and_every_later_write(
     outcomes = await asyncio.wait_for(everyone, HANG_GUARD_S)
     assert all(isinstance(outcome, AuditUnavailable) for outcome in outcomes)
     assert outcomes[0].__cause__.__cause__ is failure  # type: ignore[union-attr]
+    # Every writer was told AUDIT_UNAVAILABLE, so none of their lines may stay: the trail
+    # is cut back to the last line an fsync covered (none here).
+    assert path.read_bytes() == b""
     with pytest.raises(AuditUnavailable):
         await sink.write(event(10))
-    assert path.read_bytes().count(b"\n") == 10  # the refused write wrote nothing
-    assert recorder.calls == 1  # a failed fsync is not retried: the disk is in doubt
+    assert path.read_bytes() == b""  # the refused write wrote nothing
+    assert recorder.calls == 1  # retries wait for the backoff
+    assert (sink.healthy, sink.health().unrecorded) == (False, 11)
     await sink.close()
-    assert recorder.calls == 1
+    assert recorder.calls == 2  # the last attempt at close: its marker is cut back too
+    assert path.read_bytes() == b""
     gc.collect()
     assert not [r for r in caplog.records if r.name == "asyncio"]
 
 
-async def test_a_cancelled_writer_does_not_cancel_the_shared_fsync(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_cancelled_writer_does_not_cancel_the_shared_fsync(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    recorder = install(monkeypatch, FsyncRecorder(path, hold_first=True))
-    sink = ChainedJsonLinesSink.open(path, fsync=True)
+    recorder = FsyncRecorder(path, hold_first=True)
+    sink = open_sink(recorder)
     writers = [asyncio.create_task(sink.write(event(n))) for n in range(3)]
     await asyncio.to_thread(recorder.first_started.wait, HANG_GUARD_S)
     writers[0].cancel()
@@ -207,11 +215,10 @@ async def test_a_cancelled_writer_does_not_cancel_the_shared_fsync(
     assert recorder.started_with == [3, 4]
 
 
-async def test_close_waits_for_the_running_fsync(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_close_waits_for_the_running_fsync(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    recorder = install(monkeypatch, FsyncRecorder(path, hold_first=True))
-    sink = ChainedJsonLinesSink.open(path, fsync=True)
+    recorder = FsyncRecorder(path, hold_first=True)
+    sink = open_sink(recorder)
     writers = [asyncio.create_task(sink.write(event(n))) for n in range(3)]
     await asyncio.to_thread(recorder.first_started.wait, HANG_GUARD_S)
     closing = asyncio.create_task(sink.close())

@@ -1,7 +1,9 @@
 """`piigate audit verify FILE [--expect-last HASH]`: check a chained audit trail.
 
 Exit status: 0 the chain holds (`ok: N events, last hash H`), 1 it is broken
-(`broken at line N: what`), 2 the file cannot be read or the arguments are wrong.
+(`broken at line N: what`), 2 the file cannot be read or the arguments are wrong. Each
+repair marker in the chain adds a line `repaired at line N: what` after the verdict: the
+gateway cut a torn line there, or resumed after writes failed.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from piigate.audit.chain import verify_chain
+from piigate.audit.verify import read_lines, verify_chain
 
 
 def _hash_argument(text: str) -> str:
@@ -46,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _verify(path: Path, expect_last: str | None) -> int:
     try:
-        with path.open("rb") as lines:
-            result = verify_chain(lines, expect_last=expect_last)
+        with path.open("rb") as stream:
+            result = verify_chain(read_lines(stream), expect_last=expect_last)
     except FileNotFoundError:
         print(f"piigate audit verify: {path}: no such file", file=sys.stderr)
         return 2
@@ -57,9 +59,11 @@ def _verify(path: Path, expect_last: str | None) -> int:
         return 2
     if result.ok:
         print(f"ok: {result.lines} events, last hash {result.last_hash}")
-        return 0
-    print(f"broken at line {result.broken_at}: {result.detail}")
-    return 1
+    else:
+        print(f"broken at line {result.broken_at}: {result.detail}")
+    for number, repair in result.repairs:
+        print(f"repaired at line {number}: {repair.describe()}")
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":

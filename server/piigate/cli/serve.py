@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from piigate.audit.chain import AuditChainError
+from piigate.audit.trail import AuditChainError
 from piigate.cli.check_config import load_or_report
 from piigate.cli.workers import cpu_count, supervise
 from piigate.config import GatewayConfig
