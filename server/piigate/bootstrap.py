@@ -156,13 +156,14 @@ def build_parts(
     worker: int | None = None,
 ) -> GatewayParts:
     """The pipeline and its parts, built from `config` (inside a running event loop)."""
-    # Hash-chained (`piigate audit verify FILE` finds the first broken link); a trail
-    # whose tail is damaged, or that another process is writing, stops start-up. Opened
-    # first, so that failing here leaves nothing else open.
+    # Hash-chained (`piigate audit verify FILE` finds the first broken link). A torn final
+    # line is cut and recorded by a repair marker; any other damage, or another process
+    # writing the trail, stops start-up. Opened first, so that failing here leaves nothing
+    # else open.
     audit_path = config.audit.path
     if audit_path is not None and worker is not None:
         audit_path = audit_path.with_name(f"{audit_path.name}.{worker}")
-    sink = audit or ChainedJsonLinesSink.open(audit_path, config.audit.fsync)
+    sink = audit or ChainedJsonLinesSink.open(audit_path, config.audit.fsync, clock=clock)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=config.vault.max_connections, ttl_dns_cache=300),
         raise_for_status=False,

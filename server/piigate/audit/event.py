@@ -67,7 +67,7 @@ class AuditEvent:
 
     def to_json(self) -> str:
         """One compact JSON object with sorted keys and ASCII only: `to_dict` in the
-        canonical form the chained trail hashes (see `piigate.audit.chain`)."""
+        canonical form the chained trail hashes (see `piigate.audit.format`)."""
         return JSON_ENCODER.encode(self.to_dict())
 
 
