@@ -118,6 +118,9 @@ async def test_error_statuses_map_to_typed_errors(
         b'["tok-1"]',
         b'[{"token_id": "someone-else", "fields": {"ssn": "' + SECRET_VALUE.encode() + b'"}}]',
         b"[" + b" " * 5000 + b"]",
+        b"[" * 3000,  # under the cap, nested too deep for a recursive parser
+        b'[{"token_id": "tok-1", "fields": {"ssn": NaN}}]',
+        b'[{"token_id": "tok-1", "fields": {"ssn": "a"}, "fields": {"ssn": "b"}}]',
     ],
 )
 async def test_garbage_is_refused_whole(vault: StartVault, body: bytes) -> None:
@@ -125,6 +128,64 @@ async def test_garbage_is_refused_whole(vault: StartVault, body: bytes) -> None:
     with pytest.raises(VaultResponseInvalid) as caught:
         await client.detokenize(QUERY, timeout_s=2)
     assert SECRET_VALUE not in repr(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b"[" * 3000, "nesting too deep"),
+        (b'[{"token_id": "tok-1", "fields": {"a": 1, "a": 2}}]', "duplicate member"),
+        (b'[{"token_id": "tok-1", "fields": {"ssn": "' + SECRET_VALUE.encode() + b'"}},'
+         b' {"token_id": "tok-1", "fields": {"ssn": "987-65-4321"}}]',
+         "conflicting duplicate token"),
+    ],
+    ids=["nesting", "duplicate-member", "conflicting-duplicate"],
+)
+async def test_each_refusal_says_which_rule_in_its_metadata(
+    vault: StartVault, body: bytes, detail: str
+) -> None:
+    client = await vault(_raw(body))
+    with pytest.raises(VaultResponseInvalid) as caught:
+        await client.detokenize(QUERY, timeout_s=2)
+    assert caught.value.metadata == {"detail": detail}
+
+
+async def test_identical_duplicates_are_one_record(vault: StartVault) -> None:
+    record = {"token_id": "tok-1", "fields": {"user_id": "u-1"}}
+    client = await vault(_json([record, dict(record)]))
+    assert await client.detokenize(QUERY, timeout_s=2) == {"tok-1": {"user_id": "u-1"}}
+
+
+@pytest.mark.parametrize("pieces", [2, 5])
+async def test_an_answer_without_length_in_pieces_is_read_whole(
+    vault: StartVault, pieces: int
+) -> None:
+    body = json.dumps([{"token_id": "tok-1", "fields": {"user_id": "u-1" * 200}}]).encode()
+    client = await vault(_in_pieces(body, pieces))
+    assert await client.detokenize(QUERY, timeout_s=2) == {"tok-1": {"user_id": "u-1" * 200}}
+
+
+async def test_an_answer_without_length_over_the_cap_is_refused(vault: StartVault) -> None:
+    body = b'[{"token_id": "tok-1", "fields": {"a": "' + b"x" * 5000 + b'"}}]'
+    client = await vault(_in_pieces(body, 10))
+    with pytest.raises(VaultResponseInvalid) as caught:
+        await client.detokenize(QUERY, timeout_s=2)
+    assert caught.value.metadata == {"detail": "response too large"}
+
+
+async def test_an_error_body_is_read_strictly_and_never_crashes(vault: StartVault) -> None:
+    client = await vault(_raw(b"[" * 3000, 503))
+    with pytest.raises(VaultUnavailable) as caught:
+        await client.detokenize(QUERY, timeout_s=2)
+    assert caught.value.metadata == {"vault_status": "503"}
+
+
+async def test_a_504_is_a_timeout_whatever_its_body(vault: StartVault) -> None:
+    """The vault's own gateway gave up waiting: VAULT_TIMEOUT, not VAULT_UNAVAILABLE."""
+    client = await vault(_raw(b"<html>504 Gateway Time-out</html>", 504))
+    with pytest.raises(VaultTimeout) as caught:
+        await client.detokenize(QUERY, timeout_s=2)
+    assert caught.value.metadata == {"vault_status": "504"}
 
 
 async def test_a_slow_vault_times_out_within_the_budget(vault: StartVault) -> None:
@@ -156,6 +217,23 @@ def test_vault_timeout_takes_the_smallest_budget() -> None:
 
 def _json(body: object, status: int = 200) -> Handler:
     return _raw(json.dumps(body).encode(), status)
+
+
+def _in_pieces(body: bytes, pieces: int) -> Handler:
+    """`body` chunked (no Content-Length), in `pieces` writes 20 ms apart."""
+    size = -(-len(body) // pieces)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(body), size):
+            await response.write(body[start:start + size])
+            await asyncio.sleep(0.02)
+        await response.write_eof()
+        return response
+
+    return handler
 
 
 def _raw(body: bytes, status: int = 200) -> Handler:

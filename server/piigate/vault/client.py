@@ -5,13 +5,40 @@ session.
 list of token ids, so concurrent requests can be coalesced into one call later without
 reshaping this stage. Lists are sent as repeated keys, as Piiano's generated clients do.
 
+Reading the answer:
+
+1. The body is read whole, however the network cuts it: exactly `Content-Length` bytes
+   when declared, else to the end of the stream, never more than `max_response_bytes`
+   (a larger body, declared or found, is VAULT_RESPONSE_INVALID "response too large").
+2. A body that ends early (shorter than `Content-Length`, a reset connection, broken
+   chunked framing) is VAULT_RESPONSE_INVALID: the vault answered, the answer is unusable.
+   A body that stalls is bounded by the call's timeout (VAULT_TIMEOUT), like the headers.
+3. Every JSON body, answers and error bodies alike, is read by `piigate.strictjson`
+   (duplicate member names, non-standard constants and nesting deeper than its limit are
+   refused). An answer that is not strict JSON is VAULT_RESPONSE_INVALID; an error body
+   that is not is merely an error without a Piiano `error_code`.
+4. The answer's shape is `[{"token_id": .., "fields": {..}}, ...]`; anything else is
+   refused as a whole, and so is a record for a token id nobody asked for.
+5. The same token id twice: identical records (same `fields`) are accepted as one, since
+   they cannot disclose anything a single one would not; records that differ are a vault
+   contradicting itself, and the whole answer is refused (VAULT_RESPONSE_INVALID), rather
+   than letting the last one win.
+
+Statuses: 403 is VAULT_ACCESS_DENIED (the vault's own policy); 400, 401, 404, 405, 409,
+413 and 414 are VAULT_MISCONFIGURED (piigate's key, collection or request is wrong); 504
+and Piiano's `PV1009` (its 30 s request timeout) are VAULT_TIMEOUT, because a gateway in
+front of the vault, or the vault itself, gave up waiting: the same condition as our own
+budget running out, so a caller retries it the same way; 429, every other 5xx and any
+other status are VAULT_UNAVAILABLE. A connection that cannot be made or that breaks
+before the answer's head (including an answer that is not HTTP) is VAULT_UNAVAILABLE.
+
 Every failure becomes a typed GatewayError; nothing from the vault's answer (which could
 hold values) is ever put into an error, a log line or a metric.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +46,7 @@ from typing import Any
 
 import aiohttp
 
+from piigate import strictjson
 from piigate.errors import (
     VaultAccessDenied,
     VaultMisconfigured,
@@ -91,13 +119,30 @@ class VaultClient:
         return _parse_answer(body, set(query.token_ids))
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body (rules 1 and 2); the total timeout bounds every wait in here."""
+        cap = self._max_response_bytes
         declared = response.content_length
-        if declared is not None and declared > self._max_response_bytes:
+        if declared is not None and declared > cap:
             raise VaultResponseInvalid({"detail": "response too large"})
-        body = await response.content.read(self._max_response_bytes + 1)
-        if len(body) > self._max_response_bytes:
+        try:
+            if declared is not None:
+                return await response.content.readexactly(declared)
+            return await _read_to_end(response.content, cap)
+        except (asyncio.IncompleteReadError, aiohttp.ClientPayloadError) as exc:
+            raise VaultResponseInvalid({"detail": "response ended early"}) from exc
+
+
+async def _read_to_end(content: aiohttp.StreamReader, cap: int) -> bytes:
+    """A body without Content-Length (chunked, or up to the close), refused past `cap`.
+    Each round takes at least one byte, so the loop ends within `cap + 1` rounds."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > cap:
             raise VaultResponseInvalid({"detail": "response too large"})
-        return body
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _status_error(status: int, body: bytes) -> Exception:
@@ -109,26 +154,31 @@ def _status_error(status: int, body: bytes) -> Exception:
     if status in (400, 401, 404, 405, 409, 413, 414):
         return VaultMisconfigured(meta)  # piigate's key, collection or request is wrong
     if status == 504 or code == "PV1009":
-        return VaultTimeout(meta)
-    return VaultUnavailable(meta)  # 429, 5xx and anything unforeseen
+        return VaultTimeout(meta)  # a gateway before the vault, or the vault, gave up waiting
+    return VaultUnavailable(meta)  # 429, every other 5xx and anything unforeseen
 
 
 def _error_code(body: bytes) -> str | None:
     """Piiano's `error_code` (PVxxxx) if the body is Piiano-shaped; nothing else is read."""
     try:
-        code = json.loads(body).get("error_code")
-    except (ValueError, AttributeError):
+        document = strictjson.loads(body)
+    except ValueError:
         return None
+    code = document.get("error_code") if isinstance(document, dict) else None
     if isinstance(code, str) and code.startswith("PV") and code[2:].isdigit() and len(code) <= 8:
         return code
     return None
 
 
 def _parse_answer(body: bytes, asked: set[str]) -> dict[str, Mapping[str, Any]]:
-    """`[{"token_id": .., "fields": {..}}, ...]` → fields by token id; anything else in
-    the shape is garbage and refused as a whole."""
+    """`[{"token_id": .., "fields": {..}}, ...]` → fields by token id (rules 3 to 5);
+    anything else in the shape is garbage and refused as a whole."""
     try:
-        items = json.loads(body)
+        items = strictjson.loads(body)
+    except strictjson.NestingTooDeep as exc:
+        raise VaultResponseInvalid({"detail": "nesting too deep"}) from exc
+    except strictjson.DuplicateMember as exc:
+        raise VaultResponseInvalid({"detail": "duplicate member"}) from exc
     except ValueError as exc:
         raise VaultResponseInvalid({"detail": "not JSON"}) from exc
     if not isinstance(items, list):
@@ -143,7 +193,9 @@ def _parse_answer(body: bytes, asked: set[str]) -> dict[str, Mapping[str, Any]]:
         if token_id not in asked:
             # Never hand out a record that was not asked for, whatever the vault sent.
             raise VaultResponseInvalid({"detail": "unrequested token"})
-        out[token_id] = fields
+        kept = out.setdefault(token_id, fields)
+        if kept is not fields and kept != fields:
+            raise VaultResponseInvalid({"detail": "conflicting duplicate token"})
     return out
 
 
