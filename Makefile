@@ -5,6 +5,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
+# The stub generator has its own environment: it is pinned older than the gateway's
+# protobuf admits (see clients/pyproject.toml, extra `gen`).
+GEN_VENV  := .tools/gen
+GEN_PY    := $(GEN_VENV)/bin/python
+GEN_STAMP := $(GEN_VENV)/.installed-stamp
 
 .PHONY: demo test lint typecheck buf-lint gen gen-check pytest bench bench-vault clean
 
@@ -13,20 +18,27 @@ demo: $(STAMP) gen
 
 test: lint typecheck buf-lint gen-check pytest
 
-$(STAMP): pyproject.toml
+# The three distributions in one resolution, so `piigate-client` comes from ./clients.
+$(STAMP): pyproject.toml clients/pyproject.toml dev/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ./clients -e '.[dev]' -e ./dev
 	touch $(STAMP)
+
+$(GEN_STAMP): clients/pyproject.toml
+	$(PYTHON) -m venv $(GEN_VENV)
+	$(GEN_PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(GEN_PY) -m pip install --quiet --disable-pip-version-check -e './clients[gen]'
+	touch $(GEN_STAMP)
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 
-gen: $(STAMP)
-	$(PY) protos/generate.py
+gen: $(GEN_STAMP)
+	$(GEN_PY) protos/generate.py
 
-gen-check: $(STAMP)
-	$(PY) protos/generate.py --check
+gen-check: $(GEN_STAMP)
+	$(GEN_PY) protos/generate.py --check
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check server clients dev tests bench protos
@@ -41,8 +53,8 @@ pytest: $(STAMP) gen
 	$(VENV)/bin/pytest -q
 
 BENCH_STAMP := $(VENV)/.bench-stamp
-$(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+$(BENCH_STAMP): $(STAMP) pyproject.toml clients/pyproject.toml dev/pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ./clients -e '.[dev,bench]' -e ./dev
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) gen

@@ -5,7 +5,7 @@ import warnings
 
 from piigate_client.v1 import detokenization_pb2 as piigate_dot_v1_dot_detokenization__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in piigate/v1/detokenization_pb2_grpc.py depends on'
+        + f' but the generated code in piigate/v1/detokenization_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class DetokenizationServiceStub:
+class DetokenizationServiceStub(object):
     """DetokenizationService exchanges a user's verified access token for exactly the
     personal data the calling service's profile allows, each field raw, masked or redacted.
 
@@ -54,7 +54,7 @@ class DetokenizationServiceStub:
                 _registered_method=True)
 
 
-class DetokenizationServiceServicer:
+class DetokenizationServiceServicer(object):
     """DetokenizationService exchanges a user's verified access token for exactly the
     personal data the calling service's profile allows, each field raw, masked or redacted.
 
@@ -106,7 +106,7 @@ def add_DetokenizationServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class DetokenizationService:
+class DetokenizationService(object):
     """DetokenizationService exchanges a user's verified access token for exactly the
     personal data the calling service's profile allows, each field raw, masked or redacted.
 
