@@ -16,7 +16,7 @@ GEN_STAMP := $(GEN_VENV)/.installed-stamp
 demo: $(STAMP) gen
 	$(PY) -m piigate_dev.demo
 
-test: lint typecheck buf-lint gen-check pytest
+test: lint typecheck buf-lint buf-breaking gen-check pytest
 
 # The three distributions in one resolution, so `piigate-client` comes from ./clients.
 $(STAMP): pyproject.toml clients/pyproject.toml dev/pyproject.toml
@@ -48,6 +48,17 @@ typecheck: $(STAMP)
 
 buf-lint: $(BUF)
 	$(BUF) lint
+
+# The API against the previous commit (buf.yaml's `breaking` rules). A clone that lacks it
+# (shallow, single-commit, or no git at all) has nothing to compare with: say so and pass.
+.PHONY: buf-breaking
+buf-breaking: $(BUF)
+	@if git rev-parse --verify --quiet 'HEAD~1^{commit}' >/dev/null 2>&1; then \
+		echo "$(BUF) breaking --against '.git#ref=HEAD~1'"; \
+		$(BUF) breaking --against '.git#ref=HEAD~1'; \
+	else \
+		echo "buf-breaking: skipped: no previous commit in this clone (shallow or single-commit)"; \
+	fi
 
 pytest: $(STAMP) gen
 	$(VENV)/bin/pytest -q

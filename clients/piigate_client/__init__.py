@@ -7,7 +7,8 @@
         result = client.detokenize(user_access_token, fields=["ssn"])
         print(result["ssn"].value, result["ssn"].disclosure)   # ***-**-1234 masked
 
-Importable without the server package.
+Importable without the server package. `PrivateKeyJwt` (RFC 7523 client assertions)
+needs the `piigate-client[jwt]` extra (PyJWT and cryptography).
 """
 
 from piigate_client.client import (
@@ -16,14 +17,19 @@ from piigate_client.client import (
     Detokenized,
     Field,
 )
+from piigate_client.client_auth import ClientSecretBasic, ClientSecretPost, PrivateKeyJwt
 from piigate_client.errors import PiigateError
-from piigate_client.oauth import ClientCredentials
+from piigate_client.oauth import ClientCredentials, TokenEndpointError
 
 __all__ = [
     "AsyncDetokenizationClient",
     "ClientCredentials",
+    "ClientSecretBasic",
+    "ClientSecretPost",
     "DetokenizationClient",
     "Detokenized",
     "Field",
     "PiigateError",
+    "PrivateKeyJwt",
+    "TokenEndpointError",
 ]

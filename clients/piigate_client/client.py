@@ -5,11 +5,21 @@ Every call has a deadline; the caller's own access token comes from a `credentia
 callable on every call (so it can refresh, see `piigate_client.oauth`), or is left out
 (`credential=None`) for a caller known by its client certificate alone; failures are
 raised as `piigate_client.errors.PiigateError` subclasses carrying piigate's reason.
+
+Retries are gRPC's own (gRFC A6), set as the channel's service config (`RETRY_POLICY`):
+only UNAVAILABLE is retried, which piigate answers when nothing was disclosed (vault or
+audit trail unavailable, issuer keys unfetchable) and which the transport reports when
+no connection could be made; at most 3 attempts, exponential backoff from 0.1 s to 1 s
+with gRPC's jitter, all within the call's deadline. Refusals (UNAUTHENTICATED,
+PERMISSION_DENIED, INVALID_ARGUMENT, ...) are never retried: the same request would get
+the same answer, and a second audit event. A caller's own `grpc.service_config` option
+replaces the policy.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -18,11 +28,25 @@ from typing import Self
 import grpc
 
 from piigate_client.errors import PiigateError, error_from_rpc, error_from_status
+from piigate_client.oauth import ClientCredentials
 from piigate_client.v1 import detokenization_pb2 as pb
 from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
 from piigate_client.wire import DISCLOSURE_NAMES, REASON_NAMES, REASON_NUMBERS, DisclosureName
 
 DEFAULT_TIMEOUT_S = 2.0
+SERVICE_NAME = "piigate.v1.DetokenizationService"
+RETRY_POLICY = {
+    "methodConfig": [{
+        "name": [{"service": SERVICE_NAME}],
+        "retryPolicy": {
+            "maxAttempts": 3,
+            "initialBackoff": "0.1s",
+            "maxBackoff": "1s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }],
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +129,10 @@ def _authorization(token: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def _channel_options(options: Sequence[tuple[str, int | str]]) -> list[tuple[str, int | str]]:
-    return [("grpc.enable_retries", 1), *options]
+    ours: list[tuple[str, int | str]] = [("grpc.enable_retries", 1)]
+    if not any(name == "grpc.service_config" for name, _ in options):
+        ours.append(("grpc.service_config", json.dumps(RETRY_POLICY)))
+    return [*ours, *options]
 
 
 class DetokenizationClient:
@@ -187,7 +214,11 @@ class DetokenizationClient:
 
 
 class AsyncDetokenizationClient:
-    """asyncio client. Use as an async context manager, or await `close()`."""
+    """asyncio client. Use as an async context manager, or await `close()`.
+
+    A `ClientCredentials` credential is awaited through its `token_async`, so a token
+    request never blocks the event loop; any other callable may return a string or an
+    awaitable (a plain blocking callable would block the loop: pass an async one)."""
 
     def __init__(
         self,
@@ -204,7 +235,9 @@ class AsyncDetokenizationClient:
             else grpc.aio.insecure_channel(target, _channel_options(options))
         )
         self._stub = pb_grpc.DetokenizationServiceStub(self._channel)
-        self._credential = credential
+        self._credential = (
+            credential.token_async if isinstance(credential, ClientCredentials) else credential
+        )
         self._timeout_s = timeout_s
 
     async def detokenize(

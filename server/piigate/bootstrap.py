@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import aiohttp
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from piigate.audit.event import AuditSink
 from piigate.audit.recorder import AuditRecorder
@@ -36,6 +35,7 @@ from piigate.transport.bridge import BridgedService
 from piigate.transport.http import start_http_app
 from piigate.transport.metrics import Metrics, metrics_app
 from piigate.transport.readiness import IssuerReadiness
+from piigate.transport.reflection import enable_reflection
 from piigate.transport.service import DetokenizationService
 from piigate.transport.tls import ReloadingServerCredentials, TlsFiles
 from piigate.vault.client import VaultClient
@@ -232,9 +232,7 @@ async def start_gateway(
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)  # v1 and v1alpha
     try:
         port = _add_port(server, config, listen)
     except BaseException:

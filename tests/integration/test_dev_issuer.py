@@ -56,7 +56,10 @@ async def test_discovery_document() -> None:
     assert set(document["token_endpoint_auth_methods_supported"]) == {
         "client_secret_basic",
         "client_secret_post",
+        "private_key_jwt",
     }
+    assert document["token_endpoint_auth_signing_alg_values_supported"] == [
+        "RS256", "RS384", "ES256", "ES384"]
 
 
 async def test_jwks_endpoint_and_cache_control() -> None:

@@ -138,7 +138,7 @@ scopes = ["*", "x"]
         "clients[0].scopes": "'bad scope' is not a valid scope token (RFC 6749 §3.3)",
         "clients[1].extra": "unknown key",
         "clients[1].client_id": "duplicate client_id 'a'",
-        "clients[1]": "needs exactly one of secret_sha256, secret_env, secret_file",
+        "clients[1]": "needs exactly one of secret_sha256, secret_env, secret_file, jwks",
         "clients[1].audiences": 'must be a list of non-empty strings, or ["*"] for any',
         "clients[2].secret_env": "environment variable MISSING_VAR is unset or empty",
         "clients[2].audiences": 'is required: a list of strings, or ["*"] for any',

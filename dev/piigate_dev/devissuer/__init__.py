@@ -10,6 +10,7 @@ One module per stage, in the order a request travels:
     config     the validated, frozen `IssuerConfig` (read once, from TOML)
     keys       signing keys, their JWKs and the rotation state machine
     oauth      client-credentials request parsing and the grant decision (RFC 6749 §4.4)
+    assertion  private_key_jwt client assertions (RFC 7523 §3) and their replay memory
     claims     pure token building: claims and header from inputs and a clock reading
     service    `DevIssuer`: config + keys + clock -> signed tokens (the in-process signer)
     api        the aiohttp routes and `create_issuer_app`

@@ -2,7 +2,8 @@
 
     GET  /.well-known/openid-configuration   discovery (OIDC Discovery / RFC 8414 shape)
     GET  /.well-known/jwks.json              public keys, `Cache-Control: public, max-age=N`
-    POST /oauth/token                        client credentials (RFC 6749 §4.4)
+    POST /oauth/token                        client credentials (RFC 6749 §4.4): Basic,
+                                             post or private_key_jwt client auth
     POST /dev/users/token                    an end user's access token (simulated login)
     POST /dev/keys/rotate                    add a key and sign with it; old keys stay published
     POST /dev/keys/retire                    stop publishing every non-current key
@@ -23,13 +24,25 @@ from aiohttp import web
 
 from piigate import strictjson
 from piigate.transport.addresses import is_loopback_host
+from piigate_dev.devissuer.assertion import ALGORITHMS as ASSERTION_ALGORITHMS
+from piigate_dev.devissuer.assertion import AssertionCheck, AssertionReplay
 from piigate_dev.devissuer.claims import RequestRejected, parse_user_token_request
 from piigate_dev.devissuer.config import IssuerConfig
 from piigate_dev.devissuer.keys import KeyRing, generate_signing_key
-from piigate_dev.devissuer.oauth import GRANT_TYPE, OAuthError, authorize, parse_token_request
+from piigate_dev.devissuer.oauth import (
+    AUTH_METHODS,
+    GRANT_TYPE,
+    OAuthError,
+    authorize,
+    parse_token_request,
+)
 from piigate_dev.devissuer.service import Clock, DevIssuer
 
 ISSUER_KEY: web.AppKey[DevIssuer] = web.AppKey("piigate_dev.devissuer.issuer", DevIssuer)
+# private_key_jwt: the assertion ids seen, so each assertion buys one token (RFC 7523 §3).
+REPLAY_KEY: web.AppKey[AssertionReplay] = web.AppKey(
+    "piigate_dev.devissuer.assertion_replay", AssertionReplay
+)
 JWKS_PATH = "/.well-known/jwks.json"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a password
@@ -53,6 +66,7 @@ async def create_issuer_app(
     issuer = DevIssuer(config, KeyRing(config.algorithm, first=first), clock)
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[ISSUER_KEY] = issuer
+    app[REPLAY_KEY] = AssertionReplay()
     app.router.add_get(DISCOVERY_PATH, _discovery)
     app.router.add_get(JWKS_PATH, _jwks)
     app.router.add_post(TOKEN_PATH, _client_token)
@@ -69,7 +83,8 @@ def discovery_document(issuer: str, origin: str, algorithms: list[str]) -> dict[
         "jwks_uri": origin + JWKS_PATH,
         "token_endpoint": origin + TOKEN_PATH,
         "grant_types_supported": [GRANT_TYPE],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "response_types_supported": [],  # no authorization endpoint: logins are simulated
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algorithms,
@@ -117,7 +132,14 @@ async def _client_token(request: web.Request) -> web.Response:
     try:
         params = await _token_parameters(request)
         token_request = parse_token_request(params, request.headers.get("Authorization"))
-        grant = authorize(token_request, issuer.config)
+        origin = _origin(request)
+        # RFC 7523 §3: the assertion's audience is this token endpoint (or the issuer).
+        assertions = AssertionCheck(
+            audiences=frozenset({origin + TOKEN_PATH, issuer.issuer_for(origin)}),
+            now=issuer.clock(),
+            replay=request.app[REPLAY_KEY],
+        )
+        grant = authorize(token_request, issuer.config, assertions)
     except OAuthError as exc:
         return _oauth_error(exc)
     token, lifetime = issuer.sign_client_token(grant, issuer.issuer_for(_origin(request)))

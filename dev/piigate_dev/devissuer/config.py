@@ -4,7 +4,10 @@ Client secrets never appear in the config text. A client names its secret by one
 `secret_sha256` (hex SHA-256 of the secret), `secret_env` (an environment variable) or
 `secret_file` (a file whose content, minus trailing newlines, is the secret). Environment
 and files are read here, at load time, and only the SHA-256 digest is kept: nothing else
-in the issuer reads the environment or holds a plaintext secret.
+in the issuer reads the environment or holds a plaintext secret. A client that
+authenticates with `private_key_jwt` (RFC 7523 §2.2) registers its public keys instead:
+`jwks = [{ kty = "EC", crv = "P-256", x = "...", y = "...", kid = "..." }]`, public
+members only (a private member is refused), RSA of at least 2048 bits or EC P-256/P-384.
 
 Every mistake is reported with its key path (`clients[1].audiences`), all at once.
 """
@@ -12,6 +15,7 @@ Every mistake is reported with its key path (`clients[1].audiences`), all at onc
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tomllib
@@ -51,13 +55,15 @@ class ConfigError(Exception):
 class ClientConfig:
     """A client-credentials client: its id, secret digest and what it may ask for.
 
-    `audiences` / `scopes` of None mean any value (`["*"]` in the config).
+    `audiences` / `scopes` of None mean any value (`["*"]` in the config). A client has a
+    secret digest or public JWKs, never both.
     """
 
     client_id: str
-    secret_sha256: bytes = field(repr=False)
+    secret_sha256: bytes | None = field(repr=False)  # None: authenticates by private_key_jwt
     audiences: frozenset[str] | None
     scopes: frozenset[str] | None
+    public_jwks: tuple[str, ...] = ()  # private_key_jwt: each registered public JWK, as JSON
 
 
 @dataclass(frozen=True)
@@ -176,7 +182,10 @@ def _parse_clients(
             problems.append((path, "must be a table"))
             continue
         before = len(problems)
-        known = {"client_id", "secret_sha256", "secret_env", "secret_file", "audiences", "scopes"}
+        known = {
+            "client_id", "secret_sha256", "secret_env", "secret_file", "jwks", "audiences",
+            "scopes",
+        }  # fmt: skip
         for key in sorted(set(entry) - known):
             problems.append((f"{path}.{key}", "unknown key"))
         client_id = entry.get("client_id")
@@ -186,11 +195,16 @@ def _parse_clients(
             problems.append((f"{path}.client_id", f"duplicate client_id {client_id!r}"))
         else:
             seen.add(client_id)
-        digest = _secret_digest(entry, path, base_dir, environ, problems)
+        digest: bytes | None = None
+        jwks: tuple[str, ...] = ()
+        if "jwks" in entry and not any(k in entry for k in _SECRET_SOURCES):
+            jwks = _public_jwks(entry["jwks"], f"{path}.jwks", problems)
+        else:
+            digest = _secret_digest(entry, path, base_dir, environ, problems)
         audiences = _allowed(entry.get("audiences"), f"{path}.audiences", problems, scope=False)
         scopes = _allowed(entry.get("scopes", []), f"{path}.scopes", problems, scope=True)
-        if len(problems) == before and isinstance(client_id, str) and digest is not None:
-            clients.append(ClientConfig(client_id, digest, audiences, scopes))
+        if len(problems) == before and isinstance(client_id, str) and (digest or jwks):
+            clients.append(ClientConfig(client_id, digest, audiences, scopes, jwks))
     return tuple(clients)
 
 
@@ -201,9 +215,11 @@ def _secret_digest(
     environ: Mapping[str, str],
     problems: list[tuple[str, str]],
 ) -> bytes | None:
-    sources = [k for k in ("secret_sha256", "secret_env", "secret_file") if k in entry]
+    sources = [k for k in (*_SECRET_SOURCES, "jwks") if k in entry]
     if len(sources) != 1:
-        problems.append((path, "needs exactly one of secret_sha256, secret_env, secret_file"))
+        problems.append(
+            (path, "needs exactly one of secret_sha256, secret_env, secret_file, jwks")
+        )
         return None
     key = sources[0]
     value = entry[key]
@@ -233,6 +249,58 @@ def _secret_digest(
             problems.append((f"{path}.{key}", f"{value!r} is empty"))
             return None
     return hashlib.sha256(secret.encode()).digest()
+
+
+_SECRET_SOURCES = ("secret_sha256", "secret_env", "secret_file")
+# RFC 7518 §6.2.2 / §6.3.2 / §6.4: members that only a private (or symmetric) key has.
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+_JWK_CURVES = frozenset({"P-256", "P-384"})
+MIN_RSA_BITS = 2048
+
+
+def _public_jwks(
+    value: object, path: str, problems: list[tuple[str, str]]
+) -> tuple[str, ...]:
+    """The client's registered public keys, each checked and kept as canonical JSON."""
+    from jwt import PyJWK
+    from jwt.exceptions import PyJWKError
+
+    if not isinstance(value, list) or not value:
+        problems.append((path, "must be a non-empty array of public JWK tables"))
+        return ()
+    keys: list[str] = []
+    kids: set[str] = set()
+    for index, jwk in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(jwk, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in jwk.items()
+        ):
+            problems.append((where, "must be a table of string members (a JWK)"))
+            continue
+        if _PRIVATE_MEMBERS & set(jwk):  # the message names members, never their values
+            problems.append((where, "holds private key members: register the public key only"))
+            continue
+        kid = jwk.get("kid", "")
+        if kid in kids:
+            problems.append((f"{where}.kid", f"duplicate kid {kid!r}"))
+            continue
+        kids.add(kid)
+        if jwk.get("kty") not in ("RSA", "EC") or (
+            jwk.get("kty") == "EC" and jwk.get("crv") not in _JWK_CURVES
+        ):
+            problems.append((where, "must be an RSA key or an EC key on P-256 or P-384"))
+            continue
+        try:
+            parsed = PyJWK(jwk)
+        except PyJWKError as exc:
+            problems.append((where, f"is not a usable JWK: {exc}"))
+            continue
+        key_size = getattr(parsed.key, "key_size", MIN_RSA_BITS)
+        if jwk["kty"] == "RSA" and key_size < MIN_RSA_BITS:
+            problems.append((where, f"RSA keys must have at least {MIN_RSA_BITS} bits"))
+            continue
+        keys.append(json.dumps(jwk, sort_keys=True, separators=(",", ":")))
+    return tuple(keys)
 
 
 def _allowed(

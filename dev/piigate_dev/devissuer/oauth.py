@@ -8,9 +8,14 @@ Rules, with their source:
 1. Parameters come form-encoded (§4.4.2) or, as Auth0 also accepts, as a JSON object of
    strings. A parameter sent twice is refused (§3.2).
 2. The client authenticates with HTTP Basic (§2.3.1, id and secret form-urlencoded before
-   base64) or with `client_id`/`client_secret` parameters (§2.3.1), never both (§2.3).
+   base64: `client_secret_basic`), with `client_id`/`client_secret` parameters (§2.3.1:
+   `client_secret_post`), or with a signed assertion in `client_assertion` whose
+   `client_assertion_type` is RFC 7523's jwt-bearer (`private_key_jwt`, checked by
+   `assertion`); never with two (§2.3).
 3. An unknown client and a wrong secret give the same `invalid_client` (401, §5.2), and
    both do one constant-time digest comparison, so neither answer nor timing tells which.
+   A client registered with public keys has no secret: it authenticates only by
+   assertion, and a secret offered for it is `invalid_client` like any wrong secret.
 4. `audience` is required and must be one the client may ask for: otherwise
    `invalid_target` (RFC 8707 §2, the error for a refused resource/audience).
 5. Each requested scope must be allowed, else `invalid_scope` (§5.2). With no `scope`
@@ -24,13 +29,23 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
 
-from piigate_dev.devissuer.config import SCOPE_TOKEN, IssuerConfig
+from piigate_dev.devissuer.assertion import (
+    JWT_BEARER,
+    AssertionCheck,
+    AssertionRejected,
+    verify_client_assertion,
+)
+from piigate_dev.devissuer.config import SCOPE_TOKEN, ClientConfig, IssuerConfig
 
 GRANT_TYPE = "client_credentials"
-_PARAMETERS = frozenset({"grant_type", "client_id", "client_secret", "audience", "scope"})
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
+_PARAMETERS = frozenset({
+    "grant_type", "client_id", "client_secret", "audience", "scope", "client_assertion_type",
+    "client_assertion",
+})  # fmt: skip
 _NO_SUCH_CLIENT = hashlib.sha256(b"\x00no such client").digest()
 
 
@@ -59,6 +74,7 @@ class TokenRequest:
     audience: str | None
     scope: str | None
     used_basic: bool
+    client_assertion: str | None = field(default=None, repr=False)  # private_key_jwt
 
     def __repr__(self) -> str:  # never show the secret
         return f"TokenRequest(client_id={self.client_id!r}, audience={self.audience!r})"
@@ -93,6 +109,8 @@ def parse_token_request(
         raise OAuthError("unsupported_grant_type", "only client_credentials is supported")
 
     used_basic = authorization is not None and authorization[:6].lower() == "basic "
+    if "client_assertion" in values or "client_assertion_type" in values:
+        return _assertion_request(grant_type, values, used_basic)
     if used_basic:
         assert authorization is not None
         if "client_secret" in values:
@@ -115,15 +133,32 @@ def parse_token_request(
     )
 
 
-def authorize(request: TokenRequest, config: IssuerConfig) -> Grant:
-    """Authenticate the client and decide the grant; raise OAuthError."""
-    client = config.client(request.client_id)
-    stored = client.secret_sha256 if client is not None else _NO_SUCH_CLIENT
-    offered = hashlib.sha256(request.client_secret.encode()).digest()
-    if not hmac.compare_digest(offered, stored) or client is None:
+def _assertion_request(grant_type: str, values: dict[str, str], used_basic: bool) -> TokenRequest:
+    if used_basic or "client_secret" in values:
+        raise OAuthError("invalid_request", "use one client authentication method, not two")
+    if values.get("client_assertion_type") != JWT_BEARER:
         raise OAuthError(
-            "invalid_client", "client authentication failed", status=401, basic=request.used_basic
+            "invalid_client", f"client_assertion_type must be {JWT_BEARER}", status=401
         )
+    if not values.get("client_assertion"):
+        raise OAuthError("invalid_request", "client_assertion is required with its type")
+    return TokenRequest(
+        grant_type=grant_type,
+        client_id=values.get("client_id", ""),
+        client_secret="",
+        audience=values.get("audience") or None,
+        scope=values.get("scope") or None,
+        used_basic=False,
+        client_assertion=values["client_assertion"],
+    )
+
+
+def authorize(
+    request: TokenRequest, config: IssuerConfig, assertions: AssertionCheck | None = None
+) -> Grant:
+    """Authenticate the client and decide the grant; raise OAuthError. `assertions` is what
+    a `private_key_jwt` assertion is checked against; without it assertions are refused."""
+    client = _authenticate(request, config, assertions)
     if request.audience is None:
         raise OAuthError("invalid_request", "audience is required")
     if client.audiences is not None and request.audience not in client.audiences:
@@ -138,6 +173,30 @@ def authorize(request: TokenRequest, config: IssuerConfig) -> Grant:
             raise OAuthError("invalid_scope", "the client may not ask for a requested scope")
         scope = " ".join(dict.fromkeys(requested))  # drop repeats, keep the order asked
     return Grant(client_id=client.client_id, audience=request.audience, scope=scope)
+
+
+def _authenticate(
+    request: TokenRequest, config: IssuerConfig, assertions: AssertionCheck | None
+) -> ClientConfig:
+    if request.client_assertion is not None:
+        if assertions is None:
+            raise OAuthError("invalid_client", "private_key_jwt is not accepted here", status=401)
+        try:
+            return verify_client_assertion(
+                request.client_assertion, request.client_id or None, config, assertions
+            )
+        except AssertionRejected as exc:
+            raise OAuthError("invalid_client", str(exc), status=401) from exc
+    client = config.client(request.client_id)
+    stored = client.secret_sha256 if client is not None else None
+    offered = hashlib.sha256(request.client_secret.encode()).digest()
+    # One comparison whatever the case; an unknown client and a keys-only client fail it.
+    matched = hmac.compare_digest(offered, stored or _NO_SUCH_CLIENT)
+    if client is None or stored is None or not matched:
+        raise OAuthError(
+            "invalid_client", "client authentication failed", status=401, basic=request.used_basic
+        )
+    return client
 
 
 def _basic_credentials(encoded: str) -> tuple[str, str]:

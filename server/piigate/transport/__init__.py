@@ -7,4 +7,5 @@ In the order a call travels:
 - `service`: wire messages in, the pipeline, wire messages out.
 - `boundary`: the one place errors become gRPC statuses with an ErrorInfo.
 - `readiness`, `metrics`, `http`: health, counters and the small HTTP endpoint.
+- `reflection`: server reflection under its v1 and v1alpha names.
 """
