@@ -60,7 +60,13 @@ buf-breaking: $(BUF)
 		echo "buf-breaking: skipped: no previous commit in this clone (shallow or single-commit)"; \
 	fi
 
-pytest: $(STAMP) gen
+# The shared-state tests start their own redis-server (Debian's package) on loopback.
+.PHONY: redis-server
+redis-server:
+	@command -v redis-server >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
+
+pytest: $(STAMP) gen redis-server
 	$(VENV)/bin/pytest -q
 
 BENCH_STAMP := $(VENV)/.bench-stamp
@@ -68,7 +74,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml clients/pyproject.toml dev/pyproject.tom
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ./clients -e '.[dev,bench]' -e ./dev
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) gen
+bench: $(BENCH_STAMP) gen redis-server
 	$(PY) -m bench $(BENCH_ARGS)
 
 bench-vault: $(STAMP) gen

@@ -6,6 +6,10 @@ benchmark reads from them.
   with (`bench.server_models`): that model's own ceiling;
 - `reference`: `bench.reference_gateway`, a straightforward gateway;
 - `piigate`: `python -m piigate serve` with the demo's gateway configuration;
+- `piigate-limits` and `piigate-redis`: the same with abuse limits on both profiles (rates
+  and a distinct-subject cap set high enough never to refuse, so every call runs them),
+  kept in process memory and in a real `redis-server` on loopback (`[state] backend =
+  "redis"`, one script round trip per call): the price of limits that hold across replicas;
 - on request only (`--servers`): `piigate-aio`, piigate's pipeline served by grpc.aio
   (`bench.server_models`), to keep the choice of server model measurable.
 
@@ -29,10 +33,22 @@ from piigate_client.v1 import detokenization_pb2 as pb
 from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
 from piigate_dev import demo
 
-SERVERS = ("echo", "echo-threads", "reference", "piigate")
+SERVERS = ("echo", "echo-threads", "reference", "piigate", "piigate-limits", "piigate-redis")
 OPTIONAL_SERVERS = ("piigate-aio",)
 THREADS = 256  # echo-threads' handler threads: piigate's default `handler_threads`
 PIIGATE_AUDIT = "piigate-audit.jsonl"
+# Limits that bind nothing under the benchmark's load, so each call pays for the checks
+# and never for a refusal.
+NON_BINDING_LIMITS = """
+[profiles.{profile}.limits]
+caller_per_s = 1000000
+caller_burst = 1000000
+subject_per_s = 100000
+subject_burst = 100000
+distinct_subjects = 1000000
+distinct_window_s = 3600
+"""
+SUBJECT_KEY = "bench-subject-key-" + "0" * 32  # a fixed key: this is a benchmark
 
 
 def with_settings(config: str, settings: Sequence[str]) -> str:
@@ -70,12 +86,19 @@ def start_server(
     if kind == "echo-threads":
         argv = ["-m", "bench.server_models", kind, "--threads", str(THREADS)]
         return start_child(kind, argv, work, cpu=cpu)
-    if kind in ("piigate", "piigate-aio"):
+    if kind in ("piigate", "piigate-aio", "piigate-limits", "piigate-redis"):
         config = demo.gateway_config(stack.iss, stack.vault_url, work / PIIGATE_AUDIT)
+        if kind in ("piigate-limits", "piigate-redis"):
+            config += "".join(NON_BINDING_LIMITS.format(profile=p)
+                              for p in ("smart_on_fhir", "support"))
+        if kind == "piigate-redis":
+            config += (f'\n[state]\nbackend = "redis"\nurl = "{stack.redis_url()}"\n'
+                       'subject_key_env = "PIIGATE_BENCH_SUBJECT_KEY"\n')
         (work / "gateway.toml").write_text(with_settings(config, piigate_settings))
         env = {
             "PIIGATE_DEMO_VAULT_KEY_FHIR": stack.secrets.vault_fhir,
             "PIIGATE_DEMO_VAULT_KEY_SUPPORT": stack.secrets.vault_support,
+            "PIIGATE_BENCH_SUBJECT_KEY": SUBJECT_KEY,
         }
         if kind == "piigate-aio":
             # Its key sets are fetched before it announces its port.
@@ -84,7 +107,7 @@ def start_server(
             return start_child(kind, argv, work, env=env, cpu=cpu)
         argv = ["-m", "piigate", "serve", "--config", "gateway.toml",
                 "--listen", "127.0.0.1:0", "--log-level", "WARNING"]  # fmt: skip
-        child = start_child("piigate", argv, work, env=env, cpu=cpu)
+        child = start_child(kind, argv, work, env=env, cpu=cpu)
         try:
             demo.wait_until_serving(child.address)
         except BaseException:

@@ -13,11 +13,15 @@ pointer token bound to the user, an access token carrying only the vault token i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +151,15 @@ class Stack:
     vault_audit: Path
     token_ids: list[str] = field(default_factory=list)
     caller_tokens: dict[str, str] = field(default_factory=dict)
+    helper_cpu: int | None = HELPER_CPU
+    _redis: subprocess.Popen[bytes] | None = None
+    _redis_port: int = 0
+
+    def redis_url(self) -> str:
+        """A real redis-server on loopback (beside the vault), started on first use."""
+        if self._redis is None:
+            self._redis_port, self._redis = start_redis(self.work, self.helper_cpu)
+        return f"redis://127.0.0.1:{self._redis_port}/0"
 
     @property
     def vault_url(self) -> str:
@@ -159,6 +172,40 @@ class Stack:
     def stop(self) -> None:
         for child in (self.issuer, self.vault):
             child.stop()
+        if self._redis is not None:
+            self._redis.terminate()
+            try:
+                self._redis.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._redis.kill()
+                self._redis.wait()
+
+
+def start_redis(work: Path, cpu: int | None) -> tuple[int, subprocess.Popen[bytes]]:
+    """Debian's redis-server on a free loopback port, no persistence; waits (bounded)
+    until it answers PING."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: run `make redis-server`")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(work)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    pin(process.pid, cpu)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(16).startswith(b"+PONG"):
+                return port, process
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    raise RuntimeError("redis-server did not answer within the start timeout")
 
 
 def start_stack(work: Path, *, pin_cpus: bool) -> Stack:
@@ -186,7 +233,7 @@ def start_stack(work: Path, *, pin_cpus: bool) -> Stack:
         raise
     # With port 0 the issuer names itself after the origin it is reached at (Auth0 style).
     iss = issuer.address.rstrip("/") + "/"
-    return Stack(work, secrets, vault, issuer, iss, audit)
+    return Stack(work, secrets, vault, issuer, iss, audit, helper_cpu=cpu)
 
 
 def person(n: int) -> dict[str, str]:

@@ -23,7 +23,6 @@ from piigate.audit.sink import ChainedJsonLinesSink
 from piigate.config import GatewayConfig, IssuerConfig
 from piigate.identity.caller import BearerCallerAuthenticator
 from piigate.limits.abuse import AbuseGuard
-from piigate.limits.replay import ReplayGuard
 from piigate.pipeline import DetokenizationPipeline, Limits, SubjectDecider
 from piigate.policy.profiles import ProfileIndex
 from piigate.tokens.discovery import DiscoveredJwks
@@ -140,6 +139,7 @@ class GatewayParts:
     sources: dict[str, KeySource]
     metrics: Metrics
     audit: AuditSink | None = None  # its health is a readiness input
+    abuse: AbuseGuard | None = None  # its shared store's health is `piigate.state`
     _closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -192,13 +192,13 @@ def build_parts(
         decider=SubjectDecider(verifier, issuers),
         vault=vault,
         recorder=AuditRecorder(sink, metrics),
-        abuse=AbuseGuard(config.profiles, ReplayGuard(clock)),
+        abuse=(abuse := AbuseGuard.from_config(config.profiles, config.state, clock, metrics)),
         limits=Limits(config.server.request_timeout_s, config.vault.timeout_s,
                       config.server.max_batch_size),
         clock=clock,
     )
-    parts = GatewayParts(pipeline, sources, metrics, sink)
-    parts._closers += [session.close, sink.close]
+    parts = GatewayParts(pipeline, sources, metrics, sink, abuse)
+    parts._closers += [session.close, sink.close, abuse.aclose]
     if isinstance(vault, CoalescingVault):
         parts._closers.append(vault.aclose)
     parts._closers += [s.aclose for s in sources.values()]
@@ -245,6 +245,9 @@ async def start_gateway(
     running._closers.append(parts.aclose)
     running._tasks.append(asyncio.create_task(readiness.run()))
     parts.metrics.gauges(readiness.gauges)
+    if parts.abuse is not None:
+        running._tasks.append(asyncio.create_task(parts.abuse.watch(health_servicer)))
+        parts.metrics.gauges(parts.abuse.gauges)
     metrics_listen = config.server.metrics_listen
     if metrics_listen is not None:
         if worker is not None and metrics_listen.port:

@@ -349,6 +349,13 @@ class ReplayGuardFull(UpstreamUnavailable):
     reason = "REPLAY_GUARD_FULL"
 
 
+class StateUnavailable(UpstreamUnavailable):
+    """The shared store behind one-time tokens and abuse limits (`[state]`) did not
+    answer usably within the budget; controls set to fail closed refuse the call."""
+
+    reason = "STATE_UNAVAILABLE"
+
+
 class VaultTimeout(GatewayError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     reason = "VAULT_TIMEOUT"

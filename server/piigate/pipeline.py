@@ -200,7 +200,7 @@ class DetokenizationPipeline:
             now = self._clock()
             decision = await self._decider.decide(profile, subject_token, call.request, now,
                                                   facts)
-            self._abuse.admit(profile, caller, decision.subject, now)
+            await self._abuse.admit(profile, caller, decision.subject, now, reads.time_left())
             asked = True
             fields = await reads.read(Read(
                 decision.plan, decision.token_id, self._binding(profile, decision),

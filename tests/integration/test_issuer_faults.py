@@ -279,3 +279,11 @@ async def test_secret_entries_are_skipped_and_the_public_keys_kept(
     assert (await bounded(tokens.verify(access_token(issuer)))).subject == "user-1"
     with pytest.raises(TokenKeyUnknown):  # the private entry's public half is never used
         await bounded(tokens.verify(access_token(issuer, leaked)))
+
+
+@pytest.mark.parametrize("uri", ["//[::1]:x@//", "https://[::1]:x@/"])
+def test_a_jwks_uri_yarl_cannot_read_is_refused_as_such(uri: str) -> None:
+    from piigate.tokens.fetch import check_jwks_uri
+
+    with pytest.raises(ValueError, match="not a URL"):
+        check_jwks_uri(uri)

@@ -44,7 +44,7 @@ def test_parses_rsa_ec_and_ed25519_keys() -> None:
     assert sorted(k for k in keys if k) == ["ec-1", "ed-1", "rsa-1"]
     assert keys.get("rsa-1").algorithms == {"RS256"}  # pinned by its JWK alg
     assert keys.get("ec-1").algorithms == {"ES256"}
-    assert keys.get("ed-1").algorithms == {"EdDSA"}
+    assert keys.get("ed-1").algorithms == {"EdDSA", "Ed25519"}  # RFC 9864: one algorithm
     assert keys.get("ec-1").crv == "P-256"
     assert keys.fetched_at == 0.0
 

@@ -200,6 +200,7 @@ _AT: dict[str, str] = {
     "TOKEN_CARRIES_DENIED_CLAIM": "denied claims", "PII_TOKEN_CLAIM_MISSING": "vault token claim",
     "PII_TOKEN_CLAIM_INVALID": "vault token claim", "RATE_LIMITED": "abuse limits",
     "DISTINCT_SUBJECTS_EXCEEDED": "abuse limits", "REPLAY_GUARD_FULL": "abuse limits",
+    "STATE_UNAVAILABLE": "abuse limits",
     "ISSUER_KEYS_UNAVAILABLE": "subject token", "INTERNAL": "shaping",
     "BATCH_TOO_LARGE": "-", "REQUEST_INVALID": "-", "AUDIT_UNAVAILABLE": "-",
 }

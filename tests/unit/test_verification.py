@@ -222,7 +222,7 @@ def test_policy_refuses_symmetric_or_none_algorithms() -> None:
             policy(algorithms=algorithms)
 
 
-@pytest.mark.parametrize("alg", ["RS512", "rs256", "RS256 ", "ES256K", "Ed25519", ""])
+@pytest.mark.parametrize("alg", ["RS512", "rs256", "RS256 ", "ES256K", "Ed448", ""])
 def test_algorithm_outside_the_allowlist_is_refused(alg: str) -> None:
     tok = make_token(claims(), RSA, alg="RS256", headers={"alg": alg})
     rejects(TokenAlgorithmNotAllowed, tok)
@@ -850,3 +850,31 @@ def test_peek_issuer_refuses(make: Callable[[], str], error: type[TokenRejected]
 def test_policy_validation(overrides: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"\w"):
         policy(**overrides)
+
+
+@pytest.mark.parametrize("allowed", [("EdDSA",), ("Ed25519",), ("RS256", "Ed25519")])
+@pytest.mark.parametrize("header_alg", ["EdDSA", "Ed25519"])
+def test_ed25519_is_eddsa_by_its_rfc_9864_name(allowed: tuple[str, ...], header_alg: str) -> None:
+    """RFC 9864: `Ed25519` names EdDSA over Ed25519, the only EdDSA piigate verifies; an
+    allowlist naming either accepts a token naming either."""
+    keys = parse_jwks(jwks_bytes(ED), allowed)
+    tok = make_token(claims(), ED, headers={"alg": header_alg})
+    assert check(tok, keys=keys, algorithms=allowed).header["alg"] == header_alg
+
+
+@pytest.mark.parametrize("jwk_alg", ["EdDSA", "Ed25519"])
+def test_a_jwk_pinned_to_either_name_verifies_both(jwk_alg: str) -> None:
+    document = json.loads(jwks_bytes(ED))
+    document["keys"][0]["alg"] = jwk_alg
+    keys = parse_jwks(json.dumps(document).encode(), ("EdDSA",))
+    for header_alg in ("EdDSA", "Ed25519"):
+        tok = make_token(claims(), ED, headers={"alg": header_alg})
+        assert check(tok, keys=keys, algorithms=("EdDSA",)).header["alg"] == header_alg
+
+
+def test_the_ed25519_name_is_no_way_around_the_allowlist() -> None:
+    tok = make_token(claims(), ED, headers={"alg": "Ed25519"})
+    rejects(TokenAlgorithmNotAllowed, tok, algorithms=("RS256", "ES256"))
+    rsa_keys_only = parse_jwks(jwks_bytes(RSA), ("RS256", "Ed25519"))
+    forged = make_token(claims(), RSA, alg="RS256", headers={"alg": "Ed25519"})
+    rejects(TokenAlgorithmNotAllowed, forged, keys=rsa_keys_only, algorithms=("RS256", "Ed25519"))

@@ -30,6 +30,10 @@ AUDIT_TEXT_MAX = 256
 LIST_MAX = 1000
 """Most items one list parameter may carry: bounds the work of one request."""
 
+EXPIRATION_MAX_SECS = 100 * 366 * 86_400
+"""The longest `expiration_secs` (about a century; -1 is "never"): an expiry is stored as
+a float of seconds since the epoch, and a 309-digit one would not fit."""
+
 
 @dataclass(frozen=True, slots=True)
 class Purpose:
@@ -126,4 +130,8 @@ def parse_expiration(query: Query) -> int | None:
         return None
     if seconds <= 0:
         raise RequestInvalid(parameter="expiration_secs", problem="must be positive or -1")
+    if seconds > EXPIRATION_MAX_SECS:
+        raise RequestInvalid(
+            parameter="expiration_secs", problem=f"must be at most {EXPIRATION_MAX_SECS}"
+        )
     return seconds

@@ -37,8 +37,14 @@ def _is_integer(value: object) -> bool:
 
 
 def _is_double(value: object) -> bool:
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    return number and math.isfinite(value)  # type: ignore[arg-type]
+    # A JSON integer is an exact Python int of any size; one beyond the largest double
+    # (about 1.8e308) is not a DOUBLE, and math.isfinite would raise OverflowError on it.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _is_date(value: object) -> bool:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any, get_args
 
@@ -15,7 +16,7 @@ from piigate.config.model import (
     JwksConfig,
 )
 from piigate.config.presets import PRESETS, IssuerKind, jwks_uri_for
-from piigate.config.reader import Reader, http_url, non_empty, positive
+from piigate.config.reader import Reader, http_url, milliseconds, non_empty, positive
 
 TYP_RULES = ("at+jwt", "any", "keycloak", "cognito")
 KINDS: tuple[str, ...] = get_args(IssuerKind)
@@ -43,8 +44,10 @@ def read_issuers(r: Reader, data: Mapping[str, Any]) -> tuple[IssuerConfig, ...]
         if issuer is not None:
             issuers.append(issuer)
     for attribute, what in (("name", "issuer name"), ("issuer", "issuer")):
-        values = [getattr(i, attribute) for i in issuers]
-        for value in sorted({v for v in values if values.count(v) > 1}):
+        # One pass (a file may hold thousands of issuers); a missing name is already
+        # reported as required, so only strings are counted.
+        counts = Counter(v for i in issuers if isinstance(v := getattr(i, attribute), str) and v)
+        for value in sorted(v for v, n in counts.items() if n > 1):
             r.problem("issuers", f"{what} {value!r} is configured twice")
     return tuple(issuers)
 
@@ -88,6 +91,9 @@ def _jwks_uri(r: Reader, t: Mapping[str, Any], p: str, kind: IssuerKind, issuer:
     if discovery and "jwks_uri" in t:
         r.problem(f"{p}.discovery", "give jwks_uri or discovery = true, not both")
     if discovery:
+        if issuer and (message := http_url(issuer)):
+            r.problem(f"{p}.issuer", f"{message} (discovery fetches "
+                      "ISSUER/.well-known/openid-configuration)")
         return None  # discovered at start-up from the issuer's openid-configuration
     if "jwks_uri" in t:
         return r.get(t, "jwks_uri", p, str, None, http_url)
@@ -124,7 +130,7 @@ def _jwks(r: Reader, t: Mapping[str, Any], p: str) -> JwksConfig:
         stale_if_error_s=r.get(t, "jwks_stale_if_error_s", p, float, 3600.0,
                                lambda v: None if v >= 0 else "must be 0 or more"),
         unknown_kid_cooldown_s=r.get(t, "jwks_unknown_kid_cooldown_s", p, float, 30.0, positive),
-        timeout_s=r.get(t, "jwks_timeout_ms", p, int, 3000, positive) / 1000,
+        timeout_s=r.get(t, "jwks_timeout_ms", p, int, 3000, milliseconds) / 1000,
     )
     if config.min_ttl_s > config.max_ttl_s:
         r.problem(f"{p}.jwks_min_ttl_s", "must not exceed jwks_max_ttl_s")

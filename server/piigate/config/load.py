@@ -21,7 +21,8 @@ from piigate.config.model import (
     VaultConfig,
 )
 from piigate.config.profiles import read_profiles
-from piigate.config.reader import Reader, http_url, non_empty, positive
+from piigate.config.reader import Reader, http_url, milliseconds, non_empty, positive
+from piigate.config.state import read_state
 from piigate.transport.addresses import ListenAddress, parse_listen
 
 _SERVER_KEYS = {
@@ -38,7 +39,8 @@ def parse_config(
     """Validate parsed TOML into a frozen GatewayConfig, or raise ConfigError listing
     every problem."""
     r = Reader(environ, base_dir)
-    r.unknown_keys(data, {"server", "caller", "vault", "audit", "issuers", "profiles"}, "")
+    r.unknown_keys(data, {"server", "caller", "vault", "audit", "issuers", "profiles", "state"},
+                   "")
     server = _read_server(r, data)
     issuers = read_issuers(r, data)
     caller = _read_caller(r, data, issuers)
@@ -50,20 +52,40 @@ def parse_config(
         if profile.peers and not mtls:
             r.problem(f"profiles.{profile.name}.peers", "needs server.tls_client_ca_file "
                       "(client certificates are only verified with mutual TLS)")
+    state = read_state(r, data)
     if r.problems:
         raise ConfigError(r.problems)
-    return GatewayConfig(server, caller, vault, audit, issuers, profiles)
+    return GatewayConfig(server, caller, vault, audit, issuers, profiles, state)
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read and validate the TOML file at `path` (relative paths in it are relative to it)."""
+    shown = str(path).replace("\0", "\\0")
     try:
-        data = tomllib.loads(path.read_text())
+        raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+        raise ConfigError([f"{shown}: cannot read: {exc.strerror or exc}"]) from exc
+    except ValueError as exc:  # the path holds a NUL byte
+        raise ConfigError([f"{shown}: cannot read: the path holds a NUL byte"]) from exc
+    data = parse_toml(raw, shown)
     return parse_config(data, os.environ if environ is None else environ, path.parent)
+
+
+def parse_toml(raw: bytes, source: str) -> dict[str, Any]:
+    """The TOML document in `raw`, or ConfigError naming `source` (TOML is UTF-8 only)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = f"byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+        raise ConfigError([f"{source}: not valid TOML: not UTF-8 ({where})"]) from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from exc
+    except ValueError as exc:  # int() refuses more than sys.get_int_max_str_digits() digits
+        raise ConfigError([f"{source}: not valid TOML: an integer has too many digits"]) from exc
+    except RecursionError as exc:  # tomllib recurses once per nested array or table
+        raise ConfigError([f"{source}: not valid TOML: nested too deeply"]) from exc
 
 
 def _listen(r: Reader, t: Mapping[str, Any], key: str, default: str | None) -> ListenAddress | None:
@@ -83,7 +105,8 @@ def _read_server(r: Reader, data: Mapping[str, Any]) -> ServerConfig:
     return ServerConfig(
         listen=_listen(r, t, "listen", "127.0.0.1:50051") or ListenAddress("127.0.0.1", 0),
         tls=_read_tls(r, t),
-        request_timeout_s=r.get(t, "request_timeout_ms", "server", int, 3000, positive) / 1000,
+        request_timeout_s=r.get(t, "request_timeout_ms", "server", int, 3000, milliseconds)
+        / 1000,
         max_request_bytes=r.get(t, "max_request_bytes", "server", int, 64 * 1024, positive),
         max_metadata_bytes=r.get(t, "max_metadata_bytes", "server", int, 8 * 1024, positive),
         max_concurrent_rpcs=r.get(t, "max_concurrent_rpcs", "server", int, 1024, positive),
@@ -102,21 +125,22 @@ def _read_tls(r: Reader, t: Mapping[str, Any]) -> TlsConfig | None:
     tls_keys = ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "tls_require_client_auth")
     if not any(k in t for k in tls_keys):
         return None
-    cert = r.get(t, "tls_cert_file", "server", str)
-    key = r.get(t, "tls_key_file", "server", str)
-    ca = r.get(t, "tls_client_ca_file", "server", str, "")
-    require = r.get(t, "tls_require_client_auth", "server", bool, bool(ca))
-    if require and not ca:
+    texts = {name: r.get(t, name, "server", str, default)
+             for name, default in (("tls_cert_file", None), ("tls_key_file", None),
+                                   ("tls_client_ca_file", ""))}
+    files = {name: r.file_path(text, f"server.{name}") if text else None
+             for name, text in texts.items()}
+    require = r.get(t, "tls_require_client_auth", "server", bool,
+                    bool(texts["tls_client_ca_file"]))
+    if require and not texts["tls_client_ca_file"]:
         r.problem("server.tls_require_client_auth", "needs tls_client_ca_file to verify against")
-    if not (cert and key):
+    cert, key, ca = files["tls_cert_file"], files["tls_key_file"], files["tls_client_ca_file"]
+    if cert is None or key is None:
         return None
-    tls = TlsConfig(r.base_dir / cert, r.base_dir / key, r.base_dir / ca if ca else None,
-                    require)
-    for name, file in (("tls_cert_file", tls.cert_file), ("tls_key_file", tls.key_file),
-                       ("tls_client_ca_file", tls.client_ca_file)):
-        if file is not None and not file.is_file():
-            r.problem(f"server.{name}", f"{file} does not exist")
-    return tls
+    for name, file in files.items():
+        if file is not None:
+            r.existing_file(file, f"server.{name}")
+    return TlsConfig(cert, key, ca, require)
 
 
 def _read_caller(
@@ -150,7 +174,7 @@ def _read_vault(r: Reader, data: Mapping[str, Any]) -> VaultConfig:
                        "coalesce_max_inflight"}, "vault")
     return VaultConfig(
         url=(r.get(v, "url", "vault", str, None, http_url) or "").rstrip("/"),
-        timeout_s=r.get(v, "timeout_ms", "vault", int, 2000, positive) / 1000,
+        timeout_s=r.get(v, "timeout_ms", "vault", int, 2000, milliseconds) / 1000,
         max_connections=r.get(v, "max_connections", "vault", int, 64, positive),
         max_response_bytes=r.get(v, "max_response_bytes", "vault", int, 1024 * 1024, positive),
         coalesce=r.get(v, "coalesce", "vault", bool, True),
@@ -170,8 +194,7 @@ def _read_audit(r: Reader, data: Mapping[str, Any]) -> AuditConfig:
     sink = r.get(a, "sink", "audit", str, "stdout")
     path: Path | None = None
     if sink == "file":
-        path_text = r.get(a, "path", "audit", str)
-        path = r.base_dir / path_text if path_text else None
+        path = r.file_path(r.get(a, "path", "audit", str), "audit.path")
     elif sink != "stdout":
         r.problem("audit.sink", "must be stdout or file")
     fsync = r.get(a, "fsync", "audit", bool, False)

@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from piigate.config.presets import IssuerKind, TypRuleName
+from piigate.config.state import StateConfig
 from piigate.identity.peer import PeerSelector
 from piigate.transport.addresses import ListenAddress
 from piigate.vault.piiano import REASONS
@@ -20,6 +21,7 @@ TypRule = TypRuleName
 PIIANO_REASONS = REASONS
 ASYMMETRIC_ALGORITHMS = (
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "Ed25519",  # RFC 9864's fully specified name for EdDSA over Ed25519
 )  # fmt: skip
 DEFAULT_PII_TOKEN_CLAIM = "https://example.com/pii_token"  # noqa: S105 - a claim name
 # Property names as Piiano allows them; also what callers may name in `fields`.
@@ -141,6 +143,8 @@ class AbuseLimits:
     subject_burst: int
     distinct_subjects: int | None  # per caller within the window: bulk harvesting
     distinct_window_s: float
+    # With a shared store (`[state]`) that fails: refuse (default) or admit unlimited.
+    on_store_failure: Literal["fail_closed", "fail_open"] = "fail_closed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,3 +180,4 @@ class GatewayConfig:
     audit: AuditConfig
     issuers: tuple[IssuerConfig, ...]
     profiles: tuple[Profile, ...]
+    state: StateConfig = field(default_factory=StateConfig)

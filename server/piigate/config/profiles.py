@@ -26,7 +26,7 @@ _KEYS = {
 _STEP_UP_KEYS = {"reasons", "acr", "max_auth_age_s", "otherwise"}
 _LIMIT_KEYS = {
     "caller_per_s", "caller_burst", "subject_per_s", "subject_burst", "distinct_subjects",
-    "distinct_window_s",
+    "distinct_window_s", "on_store_failure",
 }  # fmt: skip
 
 
@@ -135,6 +135,10 @@ def _limits(r: Reader, t: Mapping[str, Any], p: str) -> AbuseLimits | None:
         subject_burst=r.get(table, "subject_burst", q, int, 5, positive),
         distinct_subjects=optional("distinct_subjects", int),
         distinct_window_s=r.get(table, "distinct_window_s", q, float, 3600.0, positive),
+        on_store_failure=r.get(table, "on_store_failure", q, str,  # type: ignore[arg-type]
+                               "fail_closed",
+                               lambda v: None if v in ("fail_closed", "fail_open") else
+                               "must be fail_closed or fail_open"),
     )
 
 

@@ -1,4 +1,9 @@
-"""Walking parsed TOML while collecting every problem with its key path."""
+"""Walking parsed TOML while collecting every problem with its key path.
+
+Nothing a config file holds may raise here: an absurd value (an integer of hundreds of
+digits, a path with a NUL byte or a 300-byte file name, a secret file that is not text)
+is one more problem with its key path, like any other mistake.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,20 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yarl
+
 from piigate.transport.addresses import is_loopback_host
 
 T = TypeVar("T")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# TOML integers are 64-bit (TOML 1.0 "Integer"); tomllib reads any size, and a larger one
+# would overflow a float conversion or a timer later instead of being reported here.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# Linux's NAME_MAX and PATH_MAX: a longer name cannot be opened, so say so up front.
+NAME_MAX_BYTES = 255
+PATH_MAX_BYTES = 4096
+# A secret is an API key or a binding key; anything longer is not one (e.g. /dev/zero).
+SECRET_MAX_BYTES = 64 * 1024
 
 
 class Reader:
@@ -52,8 +67,12 @@ class Reader:
                 self.problem(full, "is required")
             return default  # type: ignore[return-value]  # callers only use it if no problems
         value = data[key]
+        number = isinstance(value, int) and not isinstance(value, bool)
+        if kind in (int, float) and number and not INT_MIN <= value <= INT_MAX:
+            self.problem(full, "is out of range (TOML integers are 64-bit)")
+            return default  # type: ignore[return-value]
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        if kind is float and number:
             value, ok = float(value), True
         if not ok:
             self.problem(full, f"must be {kind_name(kind)}, got {type(value).__name__}")
@@ -89,15 +108,61 @@ class Reader:
                 self.problem(f"{path}.{env_key}", f"environment variable {name} is not set")
             return value
         file_name = self.get(data, file_key, path, str)
-        file_path = (self.base_dir / file_name) if file_name else None
+        file_path = self.file_path(file_name, f"{path}.{file_key}")
+        if file_path is None:
+            return ""
         try:
-            value = file_path.read_text().strip() if file_path else ""
+            with file_path.open("rb") as file:
+                raw = file.read(SECRET_MAX_BYTES + 1)
         except OSError as exc:
             self.problem(f"{path}.{file_key}", f"cannot read {file_name}: {exc.strerror}")
+            return ""
+        if len(raw) > SECRET_MAX_BYTES:
+            self.problem(f"{path}.{file_key}", f"{file_name} is larger than 64 KiB")
+            return ""
+        try:
+            value = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            self.problem(f"{path}.{file_key}", f"{file_name} is not UTF-8 text")
             return ""
         if not value:
             self.problem(f"{path}.{file_key}", f"{file_name} is empty")
         return value
+
+    def file_path(self, text: str | None, full: str) -> Path | None:
+        """`text` (a path from the file, relative to its directory) as a Path, or None
+        with a problem at `full` when no file could ever have that name (None for a
+        missing key, already reported as required)."""
+        if text is None:
+            return None
+        if not text:
+            self.problem(full, "must not be empty")
+            return None
+        if "\0" in text:
+            self.problem(full, "must not contain a NUL byte")
+            return None
+        try:
+            encoded = str(self.base_dir / text).encode("utf-8")
+        except UnicodeEncodeError:
+            self.problem(full, "must be valid Unicode")
+            return None
+        if any(len(part) > NAME_MAX_BYTES for part in encoded.split(b"/")):
+            self.problem(full, f"has a file name longer than {NAME_MAX_BYTES} bytes")
+            return None
+        if len(encoded) >= PATH_MAX_BYTES:
+            self.problem(full, f"is longer than {PATH_MAX_BYTES - 1} bytes")
+            return None
+        return self.base_dir / text
+
+    def existing_file(self, file: Path, full: str) -> None:
+        """Report at `full` unless `file` is a regular file that can be looked at."""
+        try:
+            found = file.is_file()
+        except OSError as exc:  # e.g. a directory on the way that cannot be searched
+            self.problem(full, f"{file}: {exc.strerror}")
+            return
+        if not found:
+            self.problem(full, f"{file} does not exist")
 
 
 def kind_name(kind: type) -> str:
@@ -112,15 +177,33 @@ def kind_name(kind: type) -> str:
 
 
 def positive(value: float) -> str | None:
-    return None if value > 0 and math.isfinite(value) else "must be greater than 0"
+    finite = isinstance(value, int) or math.isfinite(value)  # isfinite(10**400) overflows
+    return None if value > 0 and finite else "must be greater than 0"
+
+
+TIMEOUT_MAX_MS = 3_600_000
+
+
+def milliseconds(value: int) -> str | None:
+    """A timeout in milliseconds: positive, and at most an hour (a timer of years is a
+    typo, and past about 292 years it overflows the event loop's clock)."""
+    if value <= 0:
+        return "must be greater than 0"
+    return None if value <= TIMEOUT_MAX_MS else f"must be at most {TIMEOUT_MAX_MS} (an hour)"
 
 
 def http_url(value: str) -> str | None:
-    scheme, sep, rest = value.partition("://")
-    host = rest.split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
-    if not sep or scheme not in ("http", "https") or not host:
+    """Check a URL piigate will fetch, read as its HTTP clients read it (yarl), so a URL
+    the file passes is one the vault client and the JWKS fetcher accept."""
+    try:
+        url = yarl.URL(value)
+    except (ValueError, IndexError):  # yarl 1.25: IndexError for `https://[::1]:x@/`
         return "must be an http(s) URL"
-    if scheme == "http" and not is_loopback_host(host):
+    if url.scheme not in ("http", "https") or not url.is_absolute() or not url.host:
+        return "must be an http(s) URL"
+    if url.user is not None or url.password is not None:
+        return "must not carry credentials"  # they would end up in logs and traces
+    if url.scheme == "http" and not is_loopback_host(url.host):
         return "must use https unless the host is loopback"
     return None
 

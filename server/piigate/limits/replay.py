@@ -1,11 +1,13 @@
 """One-time subject tokens: a profile with `one_time_tokens = true` refuses a token whose
 `jti` it has seen before (RFC 7519 §4.1.7).
 
-Seen ids are remembered per issuer until the token's `exp`, when a replay would fail
-verification anyway. Memory is bounded; when it is full of unexpired ids, new tokens are
-refused (fail closed) rather than forgetting an id that could then be replayed. Each
-gateway process remembers its own ids: with several workers, pin a one-time caller to one
-process or accept that a replay could land on another process.
+Seen ids are remembered per issuer until the time the caller gives (`exp` plus the
+largest leeway, `piigate.limits.abuse`), when a replay would fail verification anyway.
+Memory is bounded; when it is full of unexpired ids, new tokens are refused (fail closed)
+rather than forgetting an id that could then be replayed. This is the memory store's:
+each process remembers its own ids, so with several workers or replicas a replay could
+land on another process unless `[state] backend = "redis"` shares them
+(`piigate.limits.redis_store`).
 """
 
 from __future__ import annotations

@@ -32,14 +32,18 @@ class FetchFailed(Exception):
 def check_jwks_uri(jwks_uri: str) -> yarl.URL:
     """The URI, if it is absolute `https://` (or `http://` to a loopback host); else
     ValueError. Keys fetched in clear text from elsewhere could be swapped in transit."""
-    url = yarl.URL(jwks_uri)
-    if not url.is_absolute() or not url.host:
+    try:
+        url = yarl.URL(jwks_uri)
+        host = url.host
+    except (ValueError, IndexError, TypeError) as exc:  # yarl on odd authorities, e.g.
+        raise ValueError("jwks_uri is not a URL") from exc  # "https://[::1]:x@/"
+    if not url.is_absolute() or not host:
         raise ValueError("jwks_uri must be an absolute URL")
     if url.user is not None or url.password is not None:
         raise ValueError("jwks_uri must not carry credentials")
     if url.scheme == "https":
         return url
-    if url.scheme == "http" and is_loopback_host(url.host):
+    if url.scheme == "http" and is_loopback_host(host):
         return url
     raise ValueError("jwks_uri must use https:// (http:// only to a loopback host)")
 

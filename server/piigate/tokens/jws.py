@@ -59,6 +59,7 @@ from piigate.errors import (
 )
 from piigate.tokens.keys import (
     ASYMMETRIC_ALGORITHMS,
+    ED25519_NAMES,
     MAX_KID_LENGTH,
     RSA_ALGORITHMS,
     KeySet,
@@ -81,7 +82,10 @@ _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 # PyJWT's algorithm objects for the asymmetric algorithms only: none and HS* are never
 # looked up, whatever a token's header says.
 _ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType(
-    {name: alg for name, alg in get_default_algorithms().items() if name in ASYMMETRIC_ALGORITHMS}
+    {
+        **{n: a for n, a in get_default_algorithms().items() if n in ASYMMETRIC_ALGORITHMS},
+        "Ed25519": get_default_algorithms()["EdDSA"],  # RFC 9864's name for the same
+    }
 )
 
 
@@ -182,7 +186,10 @@ def _checked_algorithm(header: Mapping[str, Any], algorithms: Collection[str]) -
     alg = header.get("alg")
     # Membership in ASYMMETRIC_ALGORITHMS is exact and case-sensitive: "none", "NONE",
     # "HS256" and friends are refused even if a misconfigured allowlist names them.
-    if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS or alg not in algorithms:
+    if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS or (
+        alg not in algorithms
+        and not (alg in ED25519_NAMES and not ED25519_NAMES.isdisjoint(algorithms))
+    ):
         metadata = (
             {"alg": alg} if isinstance(alg, str) and alg in _REGISTERED_ALGORITHM_NAMES else {}
         )
@@ -218,7 +225,8 @@ def _check_key_binding(key: VerificationKey, alg: str, metadata: Mapping[str, st
         )
     else:
         fits_key = isinstance(key.public_key, Ed25519PublicKey)
-    pinned = key.jwk_alg is None or key.jwk_alg == alg
+    pinned = key.jwk_alg is None or key.jwk_alg == alg or (
+        {key.jwk_alg, alg} <= ED25519_NAMES)
     if not (fits_type and fits_key and pinned):
         raise TokenAlgorithmNotAllowed({"alg": alg, **metadata})
 

@@ -50,7 +50,12 @@ EC_ALGORITHM_BY_CURVE: Mapping[str, str] = MappingProxyType(
 )
 #: The only algorithms piigate ever verifies: asymmetric, so a published key can never
 #: sign (RFC 8725 §3.1, §2.1 "none", §2.2 HMAC-with-public-key confusion).
-ASYMMETRIC_ALGORITHMS = frozenset({*RSA_ALGORITHMS, *EC_ALGORITHM_BY_CURVE.values(), "EdDSA"})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {*RSA_ALGORITHMS, *EC_ALGORITHM_BY_CURVE.values(), "EdDSA", "Ed25519"}
+)
+#: RFC 9864: `Ed25519` is the fully specified name of EdDSA over Ed25519, the only EdDSA
+#: piigate verifies; in a token, an allowlist or a JWK `alg`, either name means both.
+ED25519_NAMES = frozenset({"EdDSA", "Ed25519"})
 
 MIN_RSA_BITS = 2048
 MAX_KID_LENGTH = 128
@@ -73,8 +78,13 @@ def algorithms_for(kty: str, crv: str | None) -> frozenset[str]:
     if kty == "EC" and crv is not None and crv in EC_ALGORITHM_BY_CURVE:
         return frozenset({EC_ALGORITHM_BY_CURVE[crv]})
     if kty == "OKP" and crv == "Ed25519":
-        return frozenset({"EdDSA"})
+        return ED25519_NAMES
     return frozenset()
+
+
+def with_ed25519_aliases(algorithms: frozenset[str]) -> frozenset[str]:
+    """`algorithms` with both names of EdDSA over Ed25519 if it has either (RFC 9864)."""
+    return algorithms | ED25519_NAMES if not ED25519_NAMES.isdisjoint(algorithms) else algorithms
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +149,7 @@ def parse_jwks(document: bytes, allowed_algorithms: Collection[str]) -> KeySet:
     skipped and counted in the result's `skipped`. The result's `fetched_at` is 0; the
     cache sets it.
     """
-    allowed = frozenset(allowed_algorithms) & ASYMMETRIC_ALGORITHMS
+    allowed = with_ed25519_aliases(frozenset(allowed_algorithms)) & ASYMMETRIC_ALGORITHMS
     try:
         parsed = strictjson.loads(document)
     except strictjson.DuplicateMember as exc:
@@ -204,7 +214,7 @@ def _usable_key(entry: object, allowed: frozenset[str]) -> VerificationKey | Non
         # `alg` (e.g. ES256 on a P-384 key) leaves nothing it may verify.
         if not isinstance(alg, str):
             return None
-        usable &= {alg}
+        usable &= with_ed25519_aliases(frozenset({alg}))
     if not usable:
         return None
     public_key = _public_key(entry, kty)

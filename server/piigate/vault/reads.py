@@ -63,6 +63,10 @@ class CallReads:
         self._send_if_complete()
         return await future
 
+    def time_left(self) -> float:
+        """What remains of the call's budget (for the other I/O before the vault)."""
+        return max(0.0, self._deadline - asyncio.get_running_loop().time())
+
     def drop(self) -> None:
         """The item was refused before the vault stage: nothing to read."""
         self._pending -= 1
