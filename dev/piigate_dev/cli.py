@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from piigate.cli.main import run_subcommands
+from piigate_dev import __version__
 
 # subcommand -> (module, one-line help). A module keeps heavy imports inside run(), and
 # only the chosen subcommand's module is imported.
@@ -24,7 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and run the chosen subcommand; returns the process exit status."""
-    return run_subcommands("piigate-dev", __doc__ or "", SUBCOMMANDS, argv)
+    return run_subcommands("piigate-dev", __doc__ or "", SUBCOMMANDS, argv, __version__)
 
 
 if __name__ == "__main__":

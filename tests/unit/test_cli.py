@@ -50,3 +50,11 @@ def test_the_dev_command_runs_a_stand_in_subcommand() -> None:
                           capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     assert done.returncode == 0, done.stderr
     assert "piigate-dev local-vault" in done.stdout
+
+
+@pytest.mark.parametrize(("module", "expected"), [("piigate", "piigate 0.1.0"),
+                                                  ("piigate_dev", "piigate-dev 0.1.0")])
+def test_each_command_says_its_version(module: str, expected: str) -> None:
+    done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                          text=True, timeout=TIMEOUT_S, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, expected)

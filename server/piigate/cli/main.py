@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Mapping, Sequence
 
+from piigate import __version__
+
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("piigate.cli.serve", "run the gRPC gateway"),
@@ -26,14 +28,16 @@ def run_subcommands(
     description: str,
     subcommands: Mapping[str, tuple[str, str]],
     argv: Sequence[str] | None,
+    version: str,
 ) -> int:
     """Choose the subcommand from `argv`, build only its parser, and run it."""
     args = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog=prog, description=description.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"{prog} {version}")
     parser.add_argument("command", choices=list(subcommands), metavar="COMMAND",
                         help=", ".join(f"{n}: {h}" for n, (_, h) in subcommands.items()))
     if not args or args[0] not in subcommands:
-        parser.parse_args(args[:1])  # prints usage or the error, and exits
+        parser.parse_args(args[:1])  # prints usage, the version or the error, and exits
         return 2  # pragma: no cover
     name = args[0]
     module_name, help_text = subcommands[name]
@@ -50,7 +54,7 @@ def run_subcommands(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and run the chosen subcommand; returns the process exit status."""
-    return run_subcommands("piigate", __doc__ or "", SUBCOMMANDS, argv)
+    return run_subcommands("piigate", __doc__ or "", SUBCOMMANDS, argv, __version__)
 
 
 if __name__ == "__main__":
