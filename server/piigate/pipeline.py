@@ -28,7 +28,13 @@ from typing import TypeVar
 from piigate.audit.event import AuditFacts
 from piigate.audit.recorder import AuditRecorder
 from piigate.config import IssuerConfig, Profile
-from piigate.errors import BatchTooLarge, CallCancelled, GatewayError, RequestInvalid
+from piigate.errors import (
+    BatchTooLarge,
+    CallCancelled,
+    GatewayError,
+    IssuerKeysUnavailable,
+    RequestInvalid,
+)
 from piigate.identity.caller import Caller, CallerAuthenticator
 from piigate.identity.peer import PeerIdentity
 from piigate.identity.pii_claim import pii_token_id
@@ -157,20 +163,22 @@ class DetokenizationPipeline:
         facts = AuditFacts(_request_id(), started)
         if call.batch:
             facts.batch_id = facts.request_id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._budget(call)
         try:
-            caller, profile = await self._authorize(call, facts)
+            caller, profile = await _within(deadline, self._authorize(call, facts))
         except BaseException as exc:
             raise await self._record(facts, exc) from None
-        loop = asyncio.get_running_loop()
-        reads = CallReads(self._vault, len(call.subject_tokens), loop.time() +
-                          self._vault_budget(call))
+        reads = CallReads(self._vault, len(call.subject_tokens),
+                          min(deadline, loop.time() + self._limits.vault_timeout_s))
         if len(call.subject_tokens) == 1:
             token = call.subject_tokens[0]
             return [await self._item(call, caller, profile, token, facts.for_item(_request_id()),
-                                     reads, _Turn(None, loop.create_future()))]
+                                     reads, _Turn(None, loop.create_future()), deadline)]
         turns = _turns(loop, len(call.subject_tokens))
         return list(await asyncio.gather(*(
-            self._item(call, caller, profile, token, facts.for_item(_request_id()), reads, turn)
+            self._item(call, caller, profile, token, facts.for_item(_request_id()), reads, turn,
+                       deadline)
             for token, turn in zip(call.subject_tokens, turns, strict=True))))
 
     # --- the envelopes ----------------------------------------------------------------
@@ -191,15 +199,15 @@ class DetokenizationPipeline:
 
     async def _item(
         self, call: Call, caller: Caller, profile: Profile, subject_token: str,
-        facts: AuditFacts, reads: CallReads, turn: _Turn,
+        facts: AuditFacts, reads: CallReads, turn: _Turn, deadline: float,
     ) -> Outcome:
         """Stages 3–8 for one subject token, and its one audit event (written in the
         call's item order, so a batch reads in order in the trail)."""
         asked = False
         try:
             now = self._clock()
-            decision = await self._decider.decide(profile, subject_token, call.request, now,
-                                                  facts)
+            decision = await _within(deadline, self._decider.decide(
+                profile, subject_token, call.request, now, facts))
             await self._abuse.admit(profile, caller, decision.subject, now, reads.time_left())
             asked = True
             fields = await reads.read(Read(
@@ -236,15 +244,26 @@ class DetokenizationPipeline:
         issuer = decision.issuer
         return binding_tag(issuer.issuer, decision.subject.subject, issuer.binding_key)
 
-    def _vault_budget(self, call: Call) -> float:
-        """What the vault call may take: the smaller of the server-side cap, the vault's
-        own timeout, and the caller's deadline less the answer reserve."""
-        budget = min(self._limits.request_timeout_s, self._limits.vault_timeout_s)
+    def _budget(self, call: Call) -> float:
+        """What the call's own work may take: the server-side cap, and the caller's
+        deadline less the reserve for the answer and its audit write. The vault call gets
+        at most this and its own timeout."""
+        budget = self._limits.request_timeout_s
         remaining = call.time_remaining_s
-        if remaining is None:
-            return budget
-        reserve = min(ANSWER_RESERVE_S, remaining / 4)
-        return max(0.0, min(budget, remaining - reserve))
+        if remaining is not None:
+            budget = min(budget, remaining - min(ANSWER_RESERVE_S, remaining / 4))
+        return max(0.0, budget)
+
+
+async def _within(deadline: float, stage: Awaitable[T]) -> T:
+    """`stage` (token verification, whose only waits are key fetches) by `deadline`: a
+    key set that cannot be had in time is ISSUER_KEYS_UNAVAILABLE, answered and audited
+    before the caller's own deadline, never a bare DEADLINE_EXCEEDED."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await stage
+    except TimeoutError:
+        raise IssuerKeysUnavailable({"detail": "not within the call's budget"}) from None
 
 
 @dataclass(frozen=True, slots=True)

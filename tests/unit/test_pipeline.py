@@ -266,3 +266,26 @@ async def test_permission_comes_before_existence() -> None:
     assert outcome.reason == "AUDIENCE_NOT_ACCEPTED"
     (event,) = parts.sink.events
     assert (event.error_reason, event.token_id) == ("AUDIENCE_NOT_ACCEPTED", None)
+
+
+@pytest.mark.parametrize("stage", ["caller", "subject token"])
+async def test_a_key_fetch_slower_than_the_deadline_is_answered_in_time(
+    stage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hung key fetch (the only wait in token verification) ends in the gateway's own
+    ISSUER_KEYS_UNAVAILABLE, audited, before the caller's deadline."""
+    parts = build()
+
+    async def hang(*args: Any) -> Any:
+        await asyncio.sleep(30)
+
+    target = parts.callers if stage == "caller" else parts.verifier
+    monkeypatch.setattr(target, "identify" if stage == "caller" else "verify", hang)
+    call = Call((), None, 0.4, ("alice",), DisclosureRequest((), None, ""))
+    try:
+        (outcome,) = await asyncio.wait_for(parts.pipeline.run(call), 5)
+    except GatewayError as exc:
+        outcome = exc
+    assert outcome.reason == "ISSUER_KEYS_UNAVAILABLE"
+    (event,) = parts.sink.events
+    assert event.error_reason == "ISSUER_KEYS_UNAVAILABLE"
