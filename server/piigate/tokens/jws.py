@@ -1,21 +1,8 @@
 """Compact JWS: structure and authentication, steps 1-7 of token verification. Pure.
 
-The numbered rules are those of `piigate.tokens.verification` (which runs them all):
-
- 1. size                 len(token) <= max_bytes                       TokenTooLarge
- 2. structure            ASCII, exactly three segments, strict base64url (no padding, no
-                         whitespace, canonical), header and payload JSON objects, no
-                         duplicate member names at any depth, no NaN/Infinity  TokenMalformed
- 3. forbidden headers    crit, jku, x5u, jwk, x5c, b64 (RFC 8725 §3.10: keys and
-                         processing rules never come from the token)   TokenHeaderForbidden
- 4. algorithm            `alg` in the issuer's allowlist, and asymmetric; none and HS*
-                         are refused whatever the list says (RFC 8725 §3.1, §2.1/§2.2)
-                                                                       TokenAlgorithmNotAllowed
- 5. key                  exact `kid` lookup (bounded length); no `kid` only when the set
-                         holds exactly one key                         TokenKeyUnknown
- 6. key binding          `alg` fits the key's type and curve and the JWK's own `alg`
-                                                                       TokenAlgorithmNotAllowed
- 7. signature            PyJWT's algorithm object for that alg         TokenSignatureInvalid
+Steps 1-7 of the numbered rules in `piigate.tokens.verification`'s docstring (which
+runs them all): size, structure, forbidden headers, algorithm, key, key binding,
+signature; each raises its own `TokenRejected` subclass.
 
 `verify_signature(token, keys, algorithms)` is steps 1-7 for a JWT; `verify_jws` the same
 for a payload that need not be JSON (test vectors); `peek` is steps 1-2, to choose the
