@@ -289,3 +289,31 @@ async def test_a_key_fetch_slower_than_the_deadline_is_answered_in_time(
     assert outcome.reason == "ISSUER_KEYS_UNAVAILABLE"
     (event,) = parts.sink.events
     assert event.error_reason == "ISSUER_KEYS_UNAVAILABLE"
+
+
+async def test_a_batch_cancelled_while_its_events_are_written_still_writes_every_event() -> None:
+    """Items write in order; one whose turn has not come when the call is cancelled still
+    writes its event, in its turn."""
+    parts = build()
+    first_write = asyncio.Event()
+    release = asyncio.Event()
+    write = parts.sink.write
+
+    async def slow_first(event: Any) -> None:
+        if not first_write.is_set():
+            first_write.set()
+            await release.wait()
+        await write(event)
+
+    parts.sink.write = slow_first  # type: ignore[method-assign]
+    task = asyncio.ensure_future(parts.run("alice", "bob", "nobody"))
+    await asyncio.wait_for(first_write.wait(), 5)
+    task.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    for _ in range(100):  # bounded: the shielded writes finish on their own
+        if len(parts.sink.events) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert [e.subject_sub for e in parts.sink.events] == ["auth0|alice", "auth0|bob", None]
