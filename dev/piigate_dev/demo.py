@@ -358,7 +358,8 @@ def show_audit(path: Path) -> None:
               f"profile={e.get('profile', '-'):<14} sub={e.get('subject_sub', '-'):<12} "
               f"{fields or e.get('error_reason', '')}")
     print(f"  hash chain: {'intact' if chain.ok else 'BROKEN'} ({chain.lines} lines, last "
-          f"{chain.last_hash[:16]}…); check any time with `piigate audit verify FILE`")
+          f"{chain.last_hash[:16]}…); the demo's files go when it exits: check a trail "
+          f"of your own with `piigate audit verify FILE`")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -330,3 +330,22 @@ def test_discovery_needs_an_issuer_url_it_may_fetch() -> None:
     data["issuers"][0] = {"name": "dev", "issuer": "http://idp.example/", "discovery": True}
     assert "issuers[0].issuer: must use https unless the host is loopback (discovery " \
         "fetches ISSUER/.well-known/openid-configuration)" in problems(data)
+
+
+@pytest.mark.parametrize(("listen", "metrics", "clash"), [
+    ("127.0.0.1:50051", "127.0.0.1:50051", True),
+    ("0.0.0.0:50051", "127.0.0.1:50051", True),
+    ("127.0.0.1:50051", "[::]:50051", True),
+    ("127.0.0.1:50051", "127.0.0.1:9464", False),
+    ("127.0.0.1:0", "127.0.0.1:0", False),
+    ("127.0.0.1:50051", "127.0.0.2:50051", False),
+])
+def test_the_metrics_listener_may_not_take_the_grpc_port(
+    listen: str, metrics: str, clash: bool
+) -> None:
+    data = minimal(server={"listen": listen, "metrics_listen": metrics})
+    if not clash:
+        parse_config(data, ENV, Path("."))
+        return
+    assert any(p.startswith("server.metrics_listen: the same port as server.listen")
+               for p in problems(data))

@@ -52,6 +52,9 @@ def parse_config(
         if profile.peers and not mtls:
             r.problem(f"profiles.{profile.name}.peers", "needs server.tls_client_ca_file "
                       "(client certificates are only verified with mutual TLS)")
+    if server.metrics_listen is not None and _clash(server.listen, server.metrics_listen):
+        r.problem("server.metrics_listen", f"the same port as server.listen "
+                  f"({server.listen}): gRPC and metrics need a port each")
     state = read_state(r, data)
     if r.problems:
         raise ConfigError(r.problems)
@@ -86,6 +89,16 @@ def parse_toml(raw: bytes, source: str) -> dict[str, Any]:
         raise ConfigError([f"{source}: not valid TOML: an integer has too many digits"]) from exc
     except RecursionError as exc:  # tomllib recurses once per nested array or table
         raise ConfigError([f"{source}: not valid TOML: nested too deeply"]) from exc
+
+
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared, never bound
+
+
+def _clash(a: ListenAddress, b: ListenAddress) -> bool:
+    """Whether two listeners would ask for the same socket (port 0 never clashes: the
+    kernel picks a free port each time)."""
+    return (a.port == b.port != 0
+            and (a.host == b.host or a.host in _WILDCARDS or b.host in _WILDCARDS))
 
 
 def _listen(r: Reader, t: Mapping[str, Any], key: str, default: str | None) -> ListenAddress | None:
