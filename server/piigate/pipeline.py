@@ -209,11 +209,10 @@ class DetokenizationPipeline:
             decision = await _within(deadline, self._decider.decide(
                 profile, subject_token, call.request, now, facts))
             await self._abuse.admit(profile, caller, decision.subject, now, reads.time_left())
-            asked = True
-            fields = await reads.read(Read(
-                decision.plan, decision.token_id, self._binding(profile, decision),
-                facts.batch_id or facts.request_id,
-            ))
+            read = Read(decision.plan, decision.token_id, self._binding(profile, decision),
+                        facts.batch_id or facts.request_id)
+            asked = True  # from here on the read accounts for this item, whatever happens
+            fields = await reads.read(read)
             disclosure = disclose(decision.plan, decision.token_id, fields)
         except BaseException as exc:
             if not asked:

@@ -22,7 +22,7 @@ from piigate.policy.decision import DisclosureRequest
 from piigate.policy.profiles import ProfileIndex
 from piigate.policy.shaping import Disclosure
 from piigate.vault.client import DetokenizeQuery
-from tests.support.pipeline_fakes import Parts, build
+from tests.support.pipeline_fakes import Parts, build, config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -317,3 +317,27 @@ async def test_a_batch_cancelled_while_its_events_are_written_still_writes_every
             break
         await asyncio.sleep(0.01)
     assert [e.subject_sub for e in parts.sink.events] == ["auth0|alice", "auth0|bob", None]
+
+
+async def test_a_batch_item_that_fails_just_before_its_read_does_not_hold_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every item either reads or drops out, exactly once: one that fails while its read
+    is being prepared must not leave the call's other reads waiting for it."""
+    parts = build(config(bind_tokens=True))
+    calls = 0
+    real = pipeline.binding_tag
+
+    def flaky(*args: Any) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("boom")
+        return real(*args)
+
+    monkeypatch.setattr(pipeline, "binding_tag", flaky)
+    outcomes = await asyncio.wait_for(parts.run("alice", "bob"), 5)
+    assert isinstance(outcomes[0], Disclosure)
+    assert isinstance(outcomes[1], GatewayError)
+    assert outcomes[1].reason == "INTERNAL"
+    assert [e.outcome for e in parts.sink.events] == ["allowed", "failed"]
