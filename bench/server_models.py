@@ -27,9 +27,8 @@ from bench import serving
 from bench.echo_server import CANNED
 from piigate.bootstrap import build_parts, server_options
 from piigate.config import load_config
-from piigate.identity.peer import peer_identity
-from piigate.transport.bridge import NO_DEADLINE_S
-from piigate.transport.service import DetokenizationService, describe
+from piigate.transport.bridge import call_of
+from piigate.transport.service import DetokenizationService
 from piigate_client.v1 import detokenization_pb2 as pb
 from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
 
@@ -62,18 +61,11 @@ class AioService(pb_grpc.DetokenizationServiceServicer):
         self._service = service
 
     async def Detokenize(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await _answer(await self._service.detokenize(_call(request, context)), context)
+        return await _answer(await self._service.detokenize(call_of(request, context)), context)
 
     async def BatchDetokenize(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await _answer(await self._service.batch_detokenize(_call(request, context)),
+        return await _answer(await self._service.batch_detokenize(call_of(request, context)),
                              context)
-
-
-def _call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-    remaining = context.time_remaining()
-    return describe(request, tuple(context.invocation_metadata() or ()),
-                    remaining if remaining is not None and remaining < NO_DEADLINE_S else None,
-                    peer_identity(context.auth_context()))
 
 
 async def _answer(answer: Any, context: grpc.aio.ServicerContext) -> Any:

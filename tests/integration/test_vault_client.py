@@ -22,7 +22,7 @@ from piigate.errors import (
 )
 from piigate.transport.addresses import ListenAddress
 from piigate.transport.http import start_http_app
-from piigate.vault.client import DetokenizeQuery, VaultClient, vault_timeout
+from piigate.vault.client import DetokenizeQuery, VaultClient
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 StartVault = Callable[[Handler], Awaitable[VaultClient]]
@@ -206,13 +206,6 @@ async def test_a_vault_that_is_down_is_unavailable() -> None:
         client = VaultClient(session, f"http://127.0.0.1:{port}", 4096)
         with pytest.raises(VaultUnavailable):
             await client.detokenize(QUERY, timeout_s=2)
-
-
-def test_vault_timeout_takes_the_smallest_budget() -> None:
-    assert vault_timeout(None, cap_s=3.0, vault_timeout_s=2.0) == 2.0
-    assert vault_timeout(0.5, cap_s=3.0, vault_timeout_s=2.0) == 0.5
-    assert vault_timeout(10.0, cap_s=3.0, vault_timeout_s=5.0) == 3.0
-    assert vault_timeout(-1.0, cap_s=3.0, vault_timeout_s=5.0) == 0.0
 
 
 def _json(body: object, status: int = 200) -> Handler:

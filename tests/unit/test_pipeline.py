@@ -341,3 +341,25 @@ async def test_a_batch_item_that_fails_just_before_its_read_does_not_hold_the_ot
     assert isinstance(outcomes[1], GatewayError)
     assert outcomes[1].reason == "INTERNAL"
     assert [e.outcome for e in parts.sink.events] == ["allowed", "failed"]
+
+
+@pytest.mark.parametrize(("remaining", "cap_s", "vault_s", "low", "high"), [
+    (None, 3.0, 2.0, 1.9, 2.0),    # no deadline: the vault's own timeout
+    (0.5, 3.0, 2.0, 0.3, 0.4),     # the deadline less its reserve (a quarter here)
+    (10.0, 3.0, 5.0, 2.9, 3.0),    # the server-side cap
+    (-1.0, 3.0, 5.0, 0.0, 0.0),    # a deadline already past: nothing, never negative
+])
+async def test_the_vault_call_gets_the_smallest_budget(
+    remaining: float | None, cap_s: float, vault_s: float, low: float, high: float
+) -> None:
+    parts = build()
+    parts.pipeline._limits = pipeline.Limits(cap_s, vault_s, 3)
+    seen: list[float] = []
+
+    async def record(query: DetokenizeQuery, timeout_s: float) -> dict[str, Any]:
+        seen.append(timeout_s)
+        return {}
+
+    parts.vault.detokenize = record  # type: ignore[method-assign]
+    await parts.pipeline.run(Call((), None, remaining, ("alice",), DisclosureRequest((), None, "")))
+    assert low <= seen[0] <= high

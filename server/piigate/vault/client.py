@@ -197,10 +197,3 @@ def _parse_answer(body: bytes, asked: set[str]) -> dict[str, Mapping[str, Any]]:
         if kept is not fields and kept != fields:
             raise VaultResponseInvalid({"detail": "conflicting duplicate token"})
     return out
-
-
-def vault_timeout(deadline_s: float | None, cap_s: float, vault_timeout_s: float) -> float:
-    """The time the vault call may take: the smaller of what the caller's deadline leaves,
-    the server-side cap, and the vault's own timeout."""
-    budget = min(cap_s, vault_timeout_s)
-    return budget if deadline_s is None else max(0.0, min(budget, deadline_s))
