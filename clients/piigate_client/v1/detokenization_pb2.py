@@ -25,29 +25,31 @@ _sym_db = _symbol_database.Default()
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpiigate/v1/detokenization.proto\x12\npiigate.v1\x1a\x17google/rpc/status.proto\"t\n\x11\x44\x65tokenizeRequest\x12\x15\n\rsubject_token\x18\x01 \x01(\t\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t\x12\"\n\x06reason\x18\x03 \x01(\x0e\x32\x12.piigate.v1.Reason\x12\x14\n\x0c\x61\x64hoc_reason\x18\x04 \x01(\t\"z\n\x16\x42\x61tchDetokenizeRequest\x12\x16\n\x0esubject_tokens\x18\x01 \x03(\t\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t\x12\"\n\x06reason\x18\x03 \x01(\x0e\x32\x12.piigate.v1.Reason\x12\x14\n\x0c\x61\x64hoc_reason\x18\x04 \x01(\t\"M\n\x17\x42\x61tchDetokenizeResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.piigate.v1.BatchDetokenizeResult\"m\n\x15\x42\x61tchDetokenizeResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x30\n\x08response\x18\x02 \x01(\x0b\x32\x1e.piigate.v1.DetokenizeResponse\"\x87\x01\n\x12\x44\x65tokenizeResponse\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12*\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x1a.piigate.v1.DisclosedField\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\"\n\x06reason\x18\x04 \x01(\x0e\x32\x12.piigate.v1.Reason\"Y\n\x0e\x44isclosedField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12*\n\ndisclosure\x18\x03 \x01(\x0e\x32\x16.piigate.v1.Disclosure*l\n\nDisclosure\x12\x1a\n\x16\x44ISCLOSURE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44ISCLOSURE_RAW\x10\x01\x12\x15\n\x11\x44ISCLOSURE_MASKED\x10\x02\x12\x17\n\x13\x44ISCLOSURE_REDACTED\x10\x03*\xc5\x02\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18REASON_APP_FUNCTIONALITY\x10\x01\x12\x14\n\x10REASON_ANALYTICS\x10\x02\x12\x18\n\x14REASON_NOTIFICATIONS\x10\x03\x12\x14\n\x10REASON_MARKETING\x10\x04\x12 \n\x1cREASON_THIRD_PARTY_MARKETING\x10\x05\x12\x33\n/REASON_FRAUD_PREVENTION_SECURITY_AND_COMPLIANCE\x10\x06\x12\x1d\n\x19REASON_ACCOUNT_MANAGEMENT\x10\x07\x12\x16\n\x12REASON_MAINTENANCE\x10\x08\x12\x1f\n\x1bREASON_DATA_SUBJECT_REQUEST\x10\t\x12\x10\n\x0cREASON_OTHER\x10\n2\xc0\x01\n\x15\x44\x65tokenizationService\x12K\n\nDetokenize\x12\x1d.piigate.v1.DetokenizeRequest\x1a\x1e.piigate.v1.DetokenizeResponse\x12Z\n\x0f\x42\x61tchDetokenize\x12\".piigate.v1.BatchDetokenizeRequest\x1a#.piigate.v1.BatchDetokenizeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpiigate/v1/detokenization.proto\x12\npiigate.v1\x1a\x17google/rpc/status.proto\"\xd4\x01\n\x11\x44\x65tokenizeRequest\x12\x15\n\rsubject_token\x18\x01 \x01(\t\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t\x12\"\n\x06reason\x18\x03 \x01(\x0e\x32\x12.piigate.v1.Reason\x12\x14\n\x0c\x61\x64hoc_reason\x18\x04 \x01(\t\x12\x13\n\x0b\x61\x63tor_token\x18\x05 \x01(\t\x12\'\n\x07subject\x18\x06 \x01(\x0b\x32\x16.piigate.v1.SubjectRef\x12\x0f\n\x07purpose\x18\x07 \x01(\t\x12\x0f\n\x07patient\x18\x08 \x01(\t\"-\n\nSubjectRef\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\"\xca\x01\n\x16\x42\x61tchDetokenizeRequest\x12\x16\n\x0esubject_tokens\x18\x01 \x03(\t\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t\x12\"\n\x06reason\x18\x03 \x01(\x0e\x32\x12.piigate.v1.Reason\x12\x14\n\x0c\x61\x64hoc_reason\x18\x04 \x01(\t\x12(\n\x08subjects\x18\x05 \x03(\x0b\x32\x16.piigate.v1.SubjectRef\x12\x13\n\x0b\x61\x63tor_token\x18\x06 \x01(\t\x12\x0f\n\x07purpose\x18\x07 \x01(\t\"M\n\x17\x42\x61tchDetokenizeResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.piigate.v1.BatchDetokenizeResult\"m\n\x15\x42\x61tchDetokenizeResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x30\n\x08response\x18\x02 \x01(\x0b\x32\x1e.piigate.v1.DetokenizeResponse\"\x9b\x01\n\x12\x44\x65tokenizeResponse\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12*\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x1a.piigate.v1.DisclosedField\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\"\n\x06reason\x18\x04 \x01(\x0e\x32\x12.piigate.v1.Reason\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"Y\n\x0e\x44isclosedField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12*\n\ndisclosure\x18\x03 \x01(\x0e\x32\x16.piigate.v1.Disclosure*l\n\nDisclosure\x12\x1a\n\x16\x44ISCLOSURE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44ISCLOSURE_RAW\x10\x01\x12\x15\n\x11\x44ISCLOSURE_MASKED\x10\x02\x12\x17\n\x13\x44ISCLOSURE_REDACTED\x10\x03*\xc5\x02\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18REASON_APP_FUNCTIONALITY\x10\x01\x12\x14\n\x10REASON_ANALYTICS\x10\x02\x12\x18\n\x14REASON_NOTIFICATIONS\x10\x03\x12\x14\n\x10REASON_MARKETING\x10\x04\x12 \n\x1cREASON_THIRD_PARTY_MARKETING\x10\x05\x12\x33\n/REASON_FRAUD_PREVENTION_SECURITY_AND_COMPLIANCE\x10\x06\x12\x1d\n\x19REASON_ACCOUNT_MANAGEMENT\x10\x07\x12\x16\n\x12REASON_MAINTENANCE\x10\x08\x12\x1f\n\x1bREASON_DATA_SUBJECT_REQUEST\x10\t\x12\x10\n\x0cREASON_OTHER\x10\n2\xc0\x01\n\x15\x44\x65tokenizationService\x12K\n\nDetokenize\x12\x1d.piigate.v1.DetokenizeRequest\x1a\x1e.piigate.v1.DetokenizeResponse\x12Z\n\x0f\x42\x61tchDetokenize\x12\".piigate.v1.BatchDetokenizeRequest\x1a#.piigate.v1.BatchDetokenizeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'piigate.v1.detokenization_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DISCLOSURE']._serialized_start=733
-  _globals['_DISCLOSURE']._serialized_end=841
-  _globals['_REASON']._serialized_start=844
-  _globals['_REASON']._serialized_end=1169
-  _globals['_DETOKENIZEREQUEST']._serialized_start=72
-  _globals['_DETOKENIZEREQUEST']._serialized_end=188
-  _globals['_BATCHDETOKENIZEREQUEST']._serialized_start=190
-  _globals['_BATCHDETOKENIZEREQUEST']._serialized_end=312
-  _globals['_BATCHDETOKENIZERESPONSE']._serialized_start=314
-  _globals['_BATCHDETOKENIZERESPONSE']._serialized_end=391
-  _globals['_BATCHDETOKENIZERESULT']._serialized_start=393
-  _globals['_BATCHDETOKENIZERESULT']._serialized_end=502
-  _globals['_DETOKENIZERESPONSE']._serialized_start=505
-  _globals['_DETOKENIZERESPONSE']._serialized_end=640
-  _globals['_DISCLOSEDFIELD']._serialized_start=642
-  _globals['_DISCLOSEDFIELD']._serialized_end=731
-  _globals['_DETOKENIZATIONSERVICE']._serialized_start=1172
-  _globals['_DETOKENIZATIONSERVICE']._serialized_end=1364
+  _globals['_DISCLOSURE']._serialized_start=978
+  _globals['_DISCLOSURE']._serialized_end=1086
+  _globals['_REASON']._serialized_start=1089
+  _globals['_REASON']._serialized_end=1414
+  _globals['_DETOKENIZEREQUEST']._serialized_start=73
+  _globals['_DETOKENIZEREQUEST']._serialized_end=285
+  _globals['_SUBJECTREF']._serialized_start=287
+  _globals['_SUBJECTREF']._serialized_end=332
+  _globals['_BATCHDETOKENIZEREQUEST']._serialized_start=335
+  _globals['_BATCHDETOKENIZEREQUEST']._serialized_end=537
+  _globals['_BATCHDETOKENIZERESPONSE']._serialized_start=539
+  _globals['_BATCHDETOKENIZERESPONSE']._serialized_end=616
+  _globals['_BATCHDETOKENIZERESULT']._serialized_start=618
+  _globals['_BATCHDETOKENIZERESULT']._serialized_end=727
+  _globals['_DETOKENIZERESPONSE']._serialized_start=730
+  _globals['_DETOKENIZERESPONSE']._serialized_end=885
+  _globals['_DISCLOSEDFIELD']._serialized_start=887
+  _globals['_DISCLOSEDFIELD']._serialized_end=976
+  _globals['_DETOKENIZATIONSERVICE']._serialized_start=1417
+  _globals['_DETOKENIZATIONSERVICE']._serialized_end=1609
 # @@protoc_insertion_point(module_scope)

@@ -92,7 +92,18 @@ Global___Reason: _TypeAlias = Reason  # noqa: Y015
 
 @_typing.final
 class DetokenizeRequest(_message.Message):
-    """DetokenizeRequest names the end user (by their access token) and what is wanted."""
+    """DetokenizeRequest names whose data is wanted and what is wanted. How the gateway finds
+    the data subject is the caller's profile's `subject_resolution`:
+
+    - `token_claim` (the default): subject_token is the end user's own access token; the
+      vault token is its namespaced pii_token claim.
+    - `on_behalf_of` (support tooling, after RFC 8693's naming): actor_token is the support
+      agent's own access token, subject names the customer, purpose the ticket; the
+      customer's vault token is found by the binding tag migration wrote.
+    - `launch_patient` (SMART-on-FHIR clinician apps): subject_token is the practitioner's
+      access token with its SMART `patient` launch context; the patient's vault token is
+      found by the tag derived from the patient's FHIR id, never the holder's own claim.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -100,19 +111,40 @@ class DetokenizeRequest(_message.Message):
     FIELDS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ADHOC_REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_TOKEN_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    PATIENT_FIELD_NUMBER: _builtins.int
     subject_token: _builtins.str
-    """The end user's access token (a JWT) exactly as the caller received it."""
+    """The end user's (or, for launch_patient, the practitioner's) access token exactly as
+    the caller received it. Empty for on_behalf_of.
+    """
     reason: Global___Reason.ValueType
     """Why the data is needed; mirrors Piiano Vault's access reasons. Unspecified means
     the profile's default reason.
     """
     adhoc_reason: _builtins.str
     """Free-text purpose; required when reason is REASON_OTHER, refused otherwise."""
+    actor_token: _builtins.str
+    """on_behalf_of: the acting support agent's own access token (RFC 8693 actor_token)."""
+    purpose: _builtins.str
+    """Why this access happens, as the operator's process names it (a support ticket
+    reference, say); required by profiles that say so, recorded in the audit trail and
+    passed to the vault as its custom audit text. At most 128 printable characters.
+    """
+    patient: _builtins.str
+    """launch_patient: the FHIR Patient id the app has in context. Optional; when given it
+    must equal the token's `patient` launch context.
+    """
     @_builtins.property
     def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Field names wanted: a subset of what the caller's profile allows. Empty means
         every field the profile allows.
         """
+
+    @_builtins.property
+    def subject(self) -> Global___SubjectRef:
+        """on_behalf_of: the customer whose data is wanted."""
 
     def __init__(
         self,
@@ -121,14 +153,46 @@ class DetokenizeRequest(_message.Message):
         fields: _abc.Iterable[_builtins.str] | None = ...,
         reason: Global___Reason.ValueType = ...,
         adhoc_reason: _builtins.str = ...,
+        actor_token: _builtins.str = ...,
+        subject: Global___SubjectRef | None = ...,
+        purpose: _builtins.str = ...,
+        patient: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adhoc_reason", b"adhoc_reason", "fields", b"fields", "reason", b"reason", "subject_token", b"subject_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_token", b"actor_token", "adhoc_reason", b"adhoc_reason", "fields", b"fields", "patient", b"patient", "purpose", b"purpose", "reason", b"reason", "subject", b"subject", "subject_token", b"subject_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DetokenizeRequest: _TypeAlias = DetokenizeRequest  # noqa: Y015
+
+@_typing.final
+class SubjectRef(_message.Message):
+    """SubjectRef names a data subject without their token: the identity provider (by its
+    configured issuer name) and the subject (`sub`) it knows them as.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ISSUER_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    issuer: _builtins.str
+    """The configured issuer name (as in piigate's `[issuers.<name>]`)."""
+    subject: _builtins.str
+    """The subject identifier at that issuer."""
+    def __init__(
+        self,
+        *,
+        issuer: _builtins.str = ...,
+        subject: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issuer", b"issuer", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubjectRef: _TypeAlias = SubjectRef  # noqa: Y015
 
 @_typing.final
 class BatchDetokenizeRequest(_message.Message):
@@ -140,17 +204,30 @@ class BatchDetokenizeRequest(_message.Message):
     FIELDS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ADHOC_REASON_FIELD_NUMBER: _builtins.int
+    SUBJECTS_FIELD_NUMBER: _builtins.int
+    ACTOR_TOKEN_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     reason: Global___Reason.ValueType
     """As in DetokenizeRequest, applied to every item."""
     adhoc_reason: _builtins.str
     """As in DetokenizeRequest, applied to every item."""
+    actor_token: _builtins.str
+    """As in DetokenizeRequest, for every item."""
+    purpose: _builtins.str
+    """As in DetokenizeRequest, for every item."""
     @_builtins.property
     def subject_tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The end users' access tokens; at most the gateway's configured batch size."""
+        """The end users' access tokens; at most the gateway's configured batch size. Empty
+        for on_behalf_of, which names subjects instead.
+        """
 
     @_builtins.property
     def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """As in DetokenizeRequest, applied to every item."""
+
+    @_builtins.property
+    def subjects(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubjectRef]:
+        """on_behalf_of: the customers, one item each, in order."""
 
     def __init__(
         self,
@@ -159,10 +236,13 @@ class BatchDetokenizeRequest(_message.Message):
         fields: _abc.Iterable[_builtins.str] | None = ...,
         reason: Global___Reason.ValueType = ...,
         adhoc_reason: _builtins.str = ...,
+        subjects: _abc.Iterable[Global___SubjectRef] | None = ...,
+        actor_token: _builtins.str = ...,
+        purpose: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adhoc_reason", b"adhoc_reason", "fields", b"fields", "reason", b"reason", "subject_tokens", b"subject_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_token", b"actor_token", "adhoc_reason", b"adhoc_reason", "fields", b"fields", "purpose", b"purpose", "reason", b"reason", "subject_tokens", b"subject_tokens", "subjects", b"subjects"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -232,12 +312,17 @@ class DetokenizeResponse(_message.Message):
     FIELDS_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     token_id: _builtins.str
     """The vault token id read from the subject token's claim."""
     profile: _builtins.str
     """The name of the service profile that decided this disclosure."""
     reason: Global___Reason.ValueType
     """The reason the data was released under."""
+    request_id: _builtins.str
+    """The audit event's request id (also in the `piigate-request-id` trailer, and in
+    every failure's ErrorInfo metadata as `request_id`): quote it to find the audit line.
+    """
     @_builtins.property
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___DisclosedField]:
         """One entry per field disclosed, in the order the profile lists them."""
@@ -249,10 +334,11 @@ class DetokenizeResponse(_message.Message):
         fields: _abc.Iterable[Global___DisclosedField] | None = ...,
         profile: _builtins.str = ...,
         reason: Global___Reason.ValueType = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "profile", b"profile", "reason", b"reason", "token_id", b"token_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "profile", b"profile", "reason", b"reason", "request_id", b"request_id", "token_id", b"token_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
