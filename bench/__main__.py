@@ -1,20 +1,23 @@
-"""`python -m bench` (`make bench`): echo vs reference gateway vs piigate, same load, one run.
+"""`python -m bench` (`make bench`): piigate beside its baselines, same load, one run.
 
-    .venv/bin/python -m bench [--duration 10] [--inflight 1,16,64] [--repeat-share 0.5]
-                              [--servers echo,reference,piigate] [--quick] [--load h2client]
-                              [--loop asyncio] [--profile] [--no-pin] ...
+    .venv/bin/python -m bench [--duration 7] [--inflight 1,16,64] [--repeat-share 0.5]
+                              [--servers echo,direct-vault,strong,piigate,...]
+                              [--batch-inflight 16] [--quick] [--load h2client]
+                              [--loop uvloop] [--profile] [--no-pin] ...
 
 1. Starts the local vault and the dev issuer (own processes, loopback, port 0), migrates
    `--users` people into the vault, mints their access tokens for both demo profiles
    (`smart_on_fhir`: user_id raw; `support`: ssn and email masked by the vault) and one
    client-credentials token per calling service.
-2. For each server (`bench.servers`: the two echo ceilings, reference gateway, piigate),
-   started as its own process on CPU 0 (the vault, the issuer and the load generator share
-   CPU 1), checks a few real calls, then for each calls-in-flight level runs the same load
-   (`bench.load`): warm-up, a measured phase bounded by `--duration` and `--max-calls`.
-3. Prints the table and the piigate/echo and piigate/reference ratios, and writes the same
-   as JSON to bench/results/<UTC timestamp>.json. With `--profile` it then samples piigate
-   with py-spy under load (outside the measured runs) and prints where the time goes.
+2. For each row (`bench.servers`: the echo ceilings, the direct vault call, the naive and
+   strong references, piigate and its variants; bench/README.md lists them), its server
+   started as its own process on CPU 0 (the vault, the issuer, the delay proxy and the
+   load generator share CPU 1), checks real answers, then runs its loads (`bench.runs`):
+   warm-up, a measured phase bounded by `--duration` and `--max-calls`.
+3. Prints the table, the comparison table, piigate's ratios and the stage breakdown of a
+   lone call, and writes the same as JSON to bench/results/<UTC timestamp>.json. With
+   `--profile` it then samples piigate with py-spy under load (outside the measured runs)
+   and prints where the time goes.
 
 Every process is on 127.0.0.1; every loop is bounded in count and time; everything this
 starts is stopped at the end.
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import grpc
 
-from bench import load, report, servers
+from bench import load, report, servers, stages
 from bench.runs import run_server
 from bench.stack import HELPER_CPU, pin, start_stack
 from bench.workload import build_workload
@@ -46,9 +49,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     add = parser.add_argument
-    add("--duration", type=float, default=10.0, help="seconds measured per run (default 10)")
-    add("--warmup", type=float, default=2.0, help="seconds of warm-up before each run")
+    # 7 s + 1.5 s per run: the default set (41 runs, 14 servers) takes about 6-7 minutes.
+    add("--duration", type=float, default=7.0, help="seconds measured per run (default 7)")
+    add("--warmup", type=float, default=1.5, help="seconds of warm-up before each run")
     add("--inflight", default="1,16,64", help="calls in flight, comma-separated")
+    add("--batch-inflight", default="16",
+        help="calls in flight for the piigate-batchN rows, comma-separated")  # fmt: skip
     add("--connections", type=int, default=4, help="HTTP/2 connections the calls spread over")
     add("--max-calls", type=int, default=100_000, help="call cap per run")
     add(
@@ -95,14 +101,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.inflight = "1,16"
     try:
         args.inflight_levels = [int(n) for n in args.inflight.split(",")]
+        args.batch_inflight_levels = [int(n) for n in args.batch_inflight.split(",")]
     except ValueError:
-        parser.error("--inflight: comma-separated integers")
+        parser.error("--inflight and --batch-inflight: comma-separated integers")
     args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
     problems = [
         "--duration must be in (0, 60]" if not 0 < args.duration <= 60 else "",
         "--warmup must be in [0, 30]" if not 0 <= args.warmup <= 30 else "",
         "--inflight levels must be 1..256" if not all(1 <= n <= 256 for n in args.inflight_levels)
         else "",
+        "--batch-inflight levels must be 1..256"
+        if not all(1 <= n <= 256 for n in args.batch_inflight_levels) else "",
         "--connections must be 1..64" if not 1 <= args.connections <= 64 else "",
         "--profile-inflight must be 1..256" if not 1 <= args.profile_inflight <= 256 else "",
         "--max-calls must be 1..1000000" if not 1 <= args.max_calls <= 1_000_000 else "",
@@ -140,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         pin(os.getpid(), HELPER_CPU)  # this process only waits, on the helpers' core
     began = time.monotonic()
     rows: list[report.Row] = []
+    stage_runs: dict[str, list[dict[str, object]]] = {}
     notes = drop_unavailable(args)
     failures: list[str] = []
     for note in notes:
@@ -154,20 +164,25 @@ def main(argv: list[str] | None = None) -> int:
                   f"({time.monotonic() - began:.0f} s)", flush=True)  # fmt: skip
             for kind in args.server_list:
                 try:
-                    found_rows, found_notes = run_server(kind, stack, workload, args)
+                    found = run_server(kind, stack, workload, args)
                 except RuntimeError as exc:  # one broken server must not lose the others
                     failures.append(f"{kind}: {exc}")
                     print(f"  {kind} FAILED: {exc}", file=sys.stderr, flush=True)
                     continue
-                rows += found_rows
-                notes += found_notes
+                rows += found.rows
+                notes += found.notes
+                stage_runs.update(found.stages)
         finally:
             stack.stop()
     # A benchmark of error paths measures the wrong thing: more than 1 % errors fails the run.
+    # A batch's items fail inside an OK call: piigate's audit (one event per item) sees them.
     for r in rows:
         errors = r.errors if r.errors is not None else r.audited_errors
         if errors is not None and errors > 0.01 * max(r.calls, 1):
             failures.append(f"{r.server} {r.inflight}: {errors} errors in {r.calls} calls")
+        elif r.batch and r.audited_errors and r.audited_errors > 0.01 * r.calls * r.batch:
+            failures.append(f"{r.server} {r.inflight}: {r.audited_errors} items refused or "
+                            f"failed in {r.calls} calls of {r.batch}")  # fmt: skip
     context = {
         "started": args.stamp,
         "wall_s": round(time.monotonic() - began, 1),
@@ -179,11 +194,19 @@ def main(argv: list[str] | None = None) -> int:
         "failures": failures,
     }  # fmt: skip
     out = args.results / f"{args.stamp}.json"
-    report.write_json(out, rows, context)
+    report.write_json(out, rows, context, stage_runs)
     print()
     print(report.table(rows))
     print()
+    compared = report.comparison_table(rows)
+    if compared:
+        print(compared)
+        print()
     print("\n".join(report.ratio_lines(rows)))
+    if stage_runs:
+        print("\nWhere a lone call's time goes (bench.stages; p50 per stage, so the parts "
+              "need not add up to the total):")
+        print(stages.table(stage_runs))
     seen: dict[str, list[str]] = {}
     for row in rows:
         for note in row.notes:

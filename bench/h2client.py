@@ -8,6 +8,9 @@ Closed loop: each connection keeps its share of the calls in flight; a warm-up o
 its own; then the measured phase, bounded by duration AND by the call cap (the planned
 sequence's length); then a bounded drain. Prints `measuring` when the measured phase
 starts (the benchmark snapshots CPU and audit logs then) and one JSON `LoadResult` line.
+A message that fits the windows and one frame is one precomputed write; a larger one (a
+BatchDetokenize of 100 tokens) goes in DATA frames as the connection and stream windows
+allow (RFC 9113 §6.9).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import json
 import math
 import sys
 import time
-from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,8 @@ from bench import h2wire
 from bench.load import (
     CONNECT_TIMEOUT_S,
     DRAIN_S,
-    PATH,
     LoadResult,
     LoadSpec,
-    grpc_body,
     summarize,
 )
 
@@ -45,11 +45,12 @@ class _Driver:
         self.spec = spec
         authority = spec.target
         blocks = {
-            caller: h2wire.grpc_request_headers(authority, PATH, f"Bearer {token}")
+            caller: h2wire.grpc_request_headers(authority, spec.path, f"Bearer {token}")
             for caller, token in spec.callers.items()
         }
-        # Precomputed per token: (header block of its caller, length-prefixed message).
-        self.calls = [(blocks[caller], grpc_body(token)) for caller, token in spec.tokens]
+        # Precomputed per call index (a token, or a batch's group of tokens): (header block
+        # of its caller, length-prefixed message).
+        self.calls = [(blocks[caller], message) for caller, message in spec.calls()]
         self.phase = WARMUP
         self.warm_position = 0
         self.position = 0
@@ -117,7 +118,10 @@ class _Connection(asyncio.Protocol):
         self.next_stream = 1
         self.streams: dict[int, list[Any]] = {}  # stream id -> [phase, started, got DATA]
         self.send_window = h2wire.DEFAULT_WINDOW  # the server's connection window for us
-        self.blocked: deque[tuple[int, bytes]] = deque()  # (DATA size, frames) awaiting window
+        self.initial_window = h2wire.DEFAULT_WINDOW  # its SETTINGS_INITIAL_WINDOW_SIZE
+        # Streams whose message is not all sent (flow control, RFC 9113 §6.9; or larger
+        # than a frame): stream id -> [bytes still to send, the stream's window], in order.
+        self.pending: dict[int, list[Any]] = {}
         self.unacknowledged = 0  # DATA bytes received since our last WINDOW_UPDATE
         self.closed = False
 
@@ -141,25 +145,38 @@ class _Connection(asyncio.Protocol):
             stream_id = self.next_stream
             self.next_stream += 2
             self.streams[stream_id] = [phase, now, False]
-            frames = h2wire.request_frames(stream_id, block, message)
-            if self.blocked or len(message) > self.send_window:
-                self.blocked.append((len(message), frames))  # flow control (RFC 9113 §6.9)
+            size = len(message)
+            if not self.pending and size <= min(self.send_window, self.initial_window,
+                                                h2wire.MAX_FRAME_PAYLOAD):  # fmt: skip
+                self.send_window -= size  # the common case: all of it in one DATA frame
+                out.append(h2wire.request_frames(stream_id, block, message))
             else:
-                self.send_window -= len(message)
-                out.append(frames)
+                out.append(h2wire.frame(h2wire.HEADERS, h2wire.FLAG_END_HEADERS, stream_id, block))
+                self.pending[stream_id] = [message, self.initial_window]
+        self._pump(out)
         if out:
             self.transport.write(b"".join(out))
 
-    def _unblock(self) -> None:
-        out: list[bytes] = []
-        while self.blocked and self.blocked[0][0] <= self.send_window:
-            size, frames = self.blocked.popleft()
-            self.send_window -= size
-            out.append(frames)
-        if out and self.transport is not None:
-            self.transport.write(b"".join(out))
+    def _pump(self, out: list[bytes]) -> None:
+        """Append the DATA frames the windows now allow, oldest stream first."""
+        for stream_id, entry in list(self.pending.items()):
+            data, window = entry
+            while data and self.send_window > 0 and window > 0:
+                n = min(len(data), self.send_window, window, h2wire.MAX_FRAME_PAYLOAD)
+                chunk, data = data[:n], data[n:]
+                flags = 0 if data else h2wire.FLAG_END_STREAM
+                out.append(h2wire.frame(h2wire.DATA, flags, stream_id, chunk))
+                self.send_window -= n
+                window -= n
+            if data:
+                entry[0], entry[1] = data, window
+            else:
+                del self.pending[stream_id]
+            if self.send_window <= 0:
+                break
 
     def _finish(self, stream_id: int, ok: bool, now: float) -> None:
+        self.pending.pop(stream_id, None)
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
             self.driver.completed(stream[0], stream[1], ok and stream[2], now)
@@ -185,12 +202,20 @@ class _Connection(asyncio.Protocol):
             elif kind == h2wire.RST_STREAM:
                 self._finish(f.stream_id, False, now)
             elif kind == h2wire.SETTINGS and not f.flags & h2wire.FLAG_ACK:
+                window = h2wire.parse_settings(f.payload).get(h2wire.SETTINGS_INITIAL_WINDOW_SIZE)
+                if window is not None:  # §6.9.2: open streams' windows move by the change
+                    for entry in self.pending.values():
+                        entry[1] += window - self.initial_window
+                    self.initial_window = window
                 replies.append(h2wire.frame(h2wire.SETTINGS, h2wire.FLAG_ACK, 0))
             elif kind == h2wire.PING and not f.flags & h2wire.FLAG_ACK:
                 replies.append(h2wire.frame(h2wire.PING, h2wire.FLAG_ACK, 0, f.payload))
-            elif kind == h2wire.WINDOW_UPDATE and f.stream_id == 0:
-                self.send_window += int.from_bytes(f.payload[:4], "big") & 0x7FFFFFFF
-                self._unblock()
+            elif kind == h2wire.WINDOW_UPDATE:
+                increment = int.from_bytes(f.payload[:4], "big") & 0x7FFFFFFF
+                if f.stream_id == 0:
+                    self.send_window += increment
+                elif f.stream_id in self.pending:
+                    self.pending[f.stream_id][1] += increment
             elif kind == h2wire.GOAWAY:
                 self.closed = True  # the server is going away: start nothing new here
                 code = int.from_bytes(f.payload[4:8], "big")
@@ -198,6 +223,8 @@ class _Connection(asyncio.Protocol):
         if self.unacknowledged > RECEIVE_WINDOW // 2:
             replies.append(h2wire.window_update(0, self.unacknowledged))
             self.unacknowledged = 0
+        if self.pending:
+            self._pump(replies)
         if replies:
             self.transport.write(b"".join(replies))
         self.fill()

@@ -12,7 +12,10 @@ them, a warm-up, then a measured phase bounded by duration AND call count):
   exactly C distinct subject tokens per run. A gateway that caches verified tokens then
   verifies almost nothing, which is not what production sees. h2load also sees only the
   HTTP status (gRPC errors are 200 + `grpc-status` trailers), so errors are taken from the
-  servers' own records in this mode.
+  servers' own records in this mode. (Batch rows always use `h2client`.)
+
+The direct-vault rows use a third, `python -m bench.vault_direct` (HTTP/1.1 to the vault,
+piigate's own request), driven by the same `run_generator`.
 
 Why not a grpc.aio client: it spends 80-93 % of a core at 16+ calls in flight
 (performance-baseline.md); on two cores it competes with what it measures.
@@ -33,13 +36,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from bench import h2wire
 from bench.traffic import percentile
 from piigate_client.v1 import detokenization_pb2 as pb
 
 PATH = "/piigate.v1.DetokenizationService/Detokenize"
+BATCH_PATH = "/piigate.v1.DetokenizationService/BatchDetokenize"
 CONNECT_TIMEOUT_S = 5.0
 DRAIN_S = 5.0  # after the measured phase, in-flight calls get this long, then are errors
 
@@ -57,6 +61,22 @@ class LoadSpec:
     warmup: list[int]  # token indexes cycled during warm-up
     sequence: list[int]  # token index of each measured call; its length is the call cap
     loop: str = "asyncio"  # the generator's own event loop
+    # 0: Detokenize, one token per call. N >= 1: BatchDetokenize of N tokens per call; the
+    # indexes in `warmup` and `sequence` then name groups, group g being tokens[g*N:(g+1)*N]
+    # (one caller per group).
+    batch: int = 0
+
+    def calls(self) -> list[tuple[str, bytes]]:
+        """(caller id, length-prefixed request message) per call index."""
+        if not self.batch:
+            return [(caller, grpc_body(token)) for caller, token in self.tokens]
+        n = self.batch
+        groups = [self.tokens[g : g + n] for g in range(0, len(self.tokens) - n + 1, n)]
+        return [(group[0][0], grpc_batch_body([t for _, t in group])) for group in groups]
+
+    @property
+    def path(self) -> str:
+        return BATCH_PATH if self.batch else PATH
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -104,17 +124,26 @@ def summarize(latencies_s: list[float]) -> Latencies:
 
 
 # --- driving a generator from the benchmark --------------------------------------------------
+class Spec(Protocol):
+    duration_s: float
+    warmup_s: float
+
+    def save(self, path: Path) -> None: ...
+
+
 def run_generator(
-    spec: LoadSpec, work: Path, on_measuring: Callable[[], None], cpu: int | None
-) -> LoadResult:
-    """Run `python -m bench.h2client` in its own process (pinned to `cpu`); call `on_measuring`
-    when its measured phase starts. Bounded: the process is killed past its time."""
+    spec: Spec, work: Path, on_measuring: Callable[[], None], cpu: int | None,
+    module: str = "bench.h2client",
+) -> LoadResult:  # fmt: skip
+    """Run `python -m MODULE SPEC.json` (the gRPC generator, or `bench.vault_direct`'s HTTP
+    one) in its own process (pinned to `cpu`); call `on_measuring` when its measured phase
+    starts. Bounded: the process is killed past its time."""
     from bench.stack import child_env, pin
 
     path = work / "load-spec.json"
     spec.save(path)
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.h2client", str(path)],
+        [sys.executable, "-m", module, str(path)],
         stdout=subprocess.PIPE, stderr=(work / "load.stderr").open("wb"), text=True,
         env=child_env(),
     )  # fmt: skip
@@ -224,6 +253,12 @@ def _ms(seconds: float) -> str:
 def grpc_body(token: str) -> bytes:
     """The length-prefixed DetokenizeRequest for `token`."""
     return h2wire.grpc_message(pb.DetokenizeRequest(subject_token=token).SerializeToString())
+
+
+def grpc_batch_body(tokens: list[str]) -> bytes:
+    """The length-prefixed BatchDetokenizeRequest for `tokens`."""
+    request = pb.BatchDetokenizeRequest(subject_tokens=tokens)
+    return h2wire.grpc_message(request.SerializeToString())
 
 
 def _wait_for_cpu(process: subprocess.Popen[bytes], deadline: float) -> float:

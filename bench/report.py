@@ -19,6 +19,10 @@ from typing import Any
 # Above this share of one core, the vault and the generator (which share CPU 1) may be
 # what limits the run rather than the server on CPU 0.
 HELPER_CORE_BUSY = 0.85
+# At or above this share of its core the server is what limits the run (CPU-bound).
+SERVER_CORE_BUSY = 0.85
+# Below this share it is mostly waiting (latency-bound); in between, "mixed".
+SERVER_CORE_IDLE = 0.5
 
 
 @dataclass
@@ -43,6 +47,13 @@ class Row:
     repeat_share: float  # achieved: share of calls whose token was presented before
     audited_errors: int | None = None  # piigate's audit: denied + failed
     notes: list[str] = field(default_factory=list)
+    batch: int = 0  # tokens per call (BatchDetokenize); 0: Detokenize
+    proxy_cpu_s: float = 0.0  # the delay proxy's CPU (helpers' core), remote-vault rows
+    no_server: bool = False  # direct-vault rows: the generator calls the vault itself
+
+    @property
+    def tokens_per_call(self) -> int:
+        return max(self.batch, 1)
 
     def per_call_us(self, cpu_s: float) -> float:
         return cpu_s / self.calls * 1e6 if self.calls else math.nan
@@ -56,7 +67,21 @@ class Row:
 
     @property
     def helper_core_busy(self) -> bool:
-        return self.core_share(self.vault_cpu_s + self.generator_cpu_s) > HELPER_CORE_BUSY
+        helpers = self.vault_cpu_s + self.generator_cpu_s + self.proxy_cpu_s
+        return self.core_share(helpers) > HELPER_CORE_BUSY
+
+    @property
+    def bound(self) -> str:
+        """What limited the run, with the server's share of its core: the server's core
+        (CPU), the helpers' core, waiting (latency: calls in flight over round-trip time),
+        or in between (mixed)."""
+        share = 0.0 if self.no_server else self.core_share(self.server_cpu_s)
+        shown = "" if self.no_server else f" ({share:.0%})"
+        if share >= SERVER_CORE_BUSY:
+            return f"CPU{shown}"
+        if self.helper_core_busy:
+            return f"helpers' CPU{shown}"
+        return f"{'latency' if share < SERVER_CORE_IDLE else 'mixed'}{shown}"
 
 
 _HEADER = (
@@ -69,6 +94,10 @@ def _cells(row: Row) -> tuple[str, ...]:
     errors = "n/a" if row.errors is None else f"{row.errors}"
     if row.audited_errors is not None:
         errors += f" (audit {row.audited_errors})"
+    server = (
+        "-" if row.no_server
+        else f"{row.per_call_us(row.server_cpu_s):.0f} ({row.core_share(row.server_cpu_s):.0%})"
+    )  # fmt: skip
     vault = (
         "-"
         if not row.vault_calls
@@ -80,7 +109,7 @@ def _cells(row: Row) -> tuple[str, ...]:
         f"{row.rate:,.0f}",
         f"{row.p50_ms:.2f}",
         f"{row.p99_ms:.2f}",
-        f"{row.per_call_us(row.server_cpu_s):.0f} ({row.core_share(row.server_cpu_s):.0%})",
+        server,
         vault,
         f"{row.vault_calls_per_call:.2f}",
         errors,
@@ -90,8 +119,12 @@ def _cells(row: Row) -> tuple[str, ...]:
 
 def table(rows: Sequence[Row]) -> str:
     """A Markdown table (readable as plain text too)."""
-    lines = [_HEADER, *(_cells(r) for r in rows)]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(_HEADER))]
+    return _render(_HEADER, [_cells(r) for r in rows])
+
+
+def _render(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    lines = [tuple(header), *(tuple(b) for b in body)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
 
     def render(cells: Sequence[str]) -> str:
         padded = [cells[0].ljust(widths[0])]
@@ -102,7 +135,63 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join([render(lines[0]), rule, *(render(line) for line in lines[1:])])
 
 
-BASELINES = ("echo", "echo-threads", "reference")
+BASELINES = ("echo", "echo-threads", "reference", "strong", "strong-cached")
+# Rows that are baselines themselves: no comparison row of their own.
+NOT_COMPARED = ("echo", "echo-threads", "direct-vault", "direct-vault-remote")
+_COMPARISON_HEADER = (
+    "row", "in flight", "CPU/call vs echo-threads", "req/s vs echo", "vs reference",
+    "vs strong", "vs strong-cached", "p50 over direct-vault ms", "CPU µs/token",
+    "vault calls/RPC", "bound",
+)  # fmt: skip
+
+
+def comparison(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Per compared row: its CPU per call against the echo-threads server's, its req/s
+    against each baseline's, at 1 in flight its p50 less the direct-vault row's (the
+    latency it adds to a lone call; the remote rows against `direct-vault-remote`; with
+    more in flight both p50s are queueing, so no difference is shown), CPU per token,
+    vault calls per RPC, and what bound it. Batch
+    rows of more than one token are compared on CPU per token only: a call is not a call."""
+    by = {(r.server, r.inflight): r for r in rows}
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        if row.server in NOT_COMPARED:
+            continue
+        n = row.inflight
+        single = row.tokens_per_call == 1
+        found: dict[str, Any] = {"server": row.server, "inflight": n}
+        threads = by.get(("echo-threads", n))
+        if single and threads is not None and threads.calls and threads.server_cpu_s:
+            found["cpu_vs_echo_threads"] = (row.per_call_us(row.server_cpu_s)
+                                            / threads.per_call_us(threads.server_cpu_s))
+        for other in ("echo", "reference", "strong", "strong-cached"):
+            base = by.get((other, n))
+            if single and base is not None and base.rate and other != row.server:
+                found[f"rate_vs_{other}"] = row.rate / base.rate
+        direct = by.get(("direct-vault-remote" if "remote" in row.server else "direct-vault", n))
+        if single and n == 1 and direct is not None and math.isfinite(direct.p50_ms):
+            found["p50_added_ms"] = row.p50_ms - direct.p50_ms
+        found["cpu_us_per_token"] = row.per_call_us(row.server_cpu_s) / row.tokens_per_call
+        found["vault_calls_per_rpc"] = row.vault_calls_per_call
+        found["bound"] = row.bound
+        out.append(found)
+    return out
+
+
+def comparison_table(rows: Sequence[Row]) -> str:
+    def ratio(found: dict[str, Any], key: str) -> str:
+        return f"{found[key]:.2f}x" if key in found else ""
+
+    body = []
+    for f in comparison(rows):
+        added = f"{f['p50_added_ms']:+.2f}" if "p50_added_ms" in f else ""
+        body.append((
+            f["server"], str(f["inflight"]), ratio(f, "cpu_vs_echo_threads"),
+            ratio(f, "rate_vs_echo"), ratio(f, "rate_vs_reference"), ratio(f, "rate_vs_strong"),
+            ratio(f, "rate_vs_strong-cached"), added, f"{f['cpu_us_per_token']:.0f}",
+            f"{f['vault_calls_per_rpc']:.2f}", f["bound"],
+        ))  # fmt: skip
+    return _render(_COMPARISON_HEADER, body) if body else ""
 
 
 def ratios(rows: Sequence[Row]) -> dict[int, dict[str, float]]:
@@ -136,7 +225,10 @@ def ratio_lines(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
-def write_json(path: Path, rows: Sequence[Row], context: dict[str, Any]) -> None:
+def write_json(
+    path: Path, rows: Sequence[Row], context: dict[str, Any],
+    stages: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {
         **context,
@@ -149,10 +241,14 @@ def write_json(path: Path, rows: Sequence[Row], context: dict[str, Any]) -> None
                 "vault_core_share": r.core_share(r.vault_cpu_s),
                 "generator_core_share": r.core_share(r.generator_cpu_s),
                 "vault_calls_per_call": r.vault_calls_per_call,
+                "server_cpu_us_per_token": r.per_call_us(r.server_cpu_s) / r.tokens_per_call,
+                "bound": r.bound,
             }
             for r in rows
         ],
         "ratios": {str(k): v for k, v in ratios(rows).items()},
+        "comparison": comparison(rows),
+        "stages": stages or {},
     }
     path.write_text(json.dumps(_no_nan(data), indent=2, allow_nan=False) + "\n")
 

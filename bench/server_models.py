@@ -78,7 +78,7 @@ async def serve_piigate_aio(config_path: Path, listen: str) -> None:
     config = load_config(config_path)
     parts = build_parts(config)
     for source in parts.sources.values():
-        await source.key_for(None)  # announce the port only once the keys are in
+        await source.prime()  # announce the port only once the keys are in
     server = grpc.aio.server(
         options=server_options(config), maximum_concurrent_rpcs=config.server.max_concurrent_rpcs
     )

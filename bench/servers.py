@@ -10,8 +10,22 @@ benchmark reads from them.
   and a distinct-subject cap set high enough never to refuse, so every call runs them),
   kept in process memory and in a real `redis-server` on loopback (`[state] backend =
   "redis"`, one script round trip per call): the price of limits that hold across replicas;
+- `strong` and `strong-cached`: `bench.strong_reference`, the strong peer (grpc.aio +
+  aiohttp + uvloop, PyJWT on both tokens per call, a JSON log line per call), without and
+  with a verified-token cache;
+- `piigate-stages`: piigate under `bench.stages` (a clock around each stage), 1 in flight:
+  where a lone call's time goes;
+- `piigate-miss`: piigate where every call presents a never-seen subject token;
+- `piigate-batch1`, `piigate-batch10`, `piigate-batch100`: BatchDetokenize of 1 / 10 / 100
+  tokens per call;
+- `piigate-remote`: piigate talking to the vault through `bench.delay_proxy` (2 ms added
+  per round trip, a remote vault);
+- `direct-vault` and `direct-vault-remote` are no server: the load generator sends
+  piigate's own detokenize request straight to the vault, or through the delay proxy
+  (`bench.vault_direct`);
 - on request only (`--servers`): `piigate-aio`, piigate's pipeline served by grpc.aio
-  (`bench.server_models`), to keep the choice of server model measurable.
+  (`bench.server_models`), to keep the choice of server model measurable, and
+  `piigate-stages-fsync`, the stage breakdown with `audit.fsync = true`.
 
 All answer the same proto; the gateways talk to the same vault with the same keys and
 profiles. `preflight` checks, with the real generated stubs, that a server answers both
@@ -33,8 +47,16 @@ from piigate_client.v1 import detokenization_pb2 as pb
 from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
 from piigate_dev import demo
 
-SERVERS = ("echo", "echo-threads", "reference", "piigate", "piigate-limits", "piigate-redis")
-OPTIONAL_SERVERS = ("piigate-aio",)
+SERVERS = (
+    "echo", "echo-threads", "direct-vault", "reference", "strong", "strong-cached",
+    "piigate", "piigate-limits", "piigate-redis", "piigate-stages", "piigate-miss",
+    "piigate-batch1", "piigate-batch10", "piigate-batch100",
+    "direct-vault-remote", "piigate-remote",
+)  # fmt: skip
+OPTIONAL_SERVERS = ("piigate-aio", "piigate-stages-fsync")
+DIRECT = ("direct-vault", "direct-vault-remote")  # no server: the generator calls the vault
+STAGES_RECORDS = "stages.json"
+STRONG_LOG = "strong-calls.jsonl"
 THREADS = 256  # echo-threads' handler threads: piigate's default `handler_threads`
 PIIGATE_AUDIT = "piigate-audit.jsonl"
 # Limits that bind nothing under the benchmark's load, so each call pays for the checks
@@ -67,6 +89,11 @@ def with_settings(config: str, settings: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def batch_size(kind: str) -> int:
+    """Tokens per call: N for `piigate-batchN`, 0 (Detokenize) for every other row."""
+    return int(kind.removeprefix("piigate-batch")) if kind.startswith("piigate-batch") else 0
+
+
 def start_server(
     kind: str, stack: Stack, *, loop: str, pin_cpus: bool, piigate_settings: Sequence[str] = ()
 ) -> Child:
@@ -83,18 +110,34 @@ def start_server(
         argv = ["-m", "bench.reference_gateway", "--issuer", stack.iss,
                 "--vault", stack.vault_url, "--loop", loop]  # fmt: skip
         return start_child("reference", argv, work, env=env, cpu=cpu)
+    if kind in ("strong", "strong-cached"):
+        env = {
+            "REFERENCE_VAULT_KEY_FHIR": stack.secrets.vault_fhir,
+            "REFERENCE_VAULT_KEY_SUPPORT": stack.secrets.vault_support,
+        }
+        argv = ["-m", "bench.strong_reference", "--issuer", stack.iss,
+                "--vault", stack.vault_url, "--loop", loop, "--log", STRONG_LOG]  # fmt: skip
+        if kind == "strong-cached":
+            argv.append("--cache")
+        return start_child(kind, argv, work, env=env, cpu=cpu)
     if kind == "echo-threads":
         argv = ["-m", "bench.server_models", kind, "--threads", str(THREADS)]
         return start_child(kind, argv, work, cpu=cpu)
-    if kind in ("piigate", "piigate-aio", "piigate-limits", "piigate-redis"):
-        config = demo.gateway_config(stack.iss, stack.vault_url, work / PIIGATE_AUDIT)
+    if kind.startswith("piigate"):
+        vault_url = stack.delay_proxy_url() if kind == "piigate-remote" else stack.vault_url
+        config = demo.gateway_config(stack.iss, vault_url, work / PIIGATE_AUDIT)
         if kind in ("piigate-limits", "piigate-redis"):
             config += "".join(NON_BINDING_LIMITS.format(profile=p)
                               for p in ("smart_on_fhir", "support"))
         if kind == "piigate-redis":
             config += (f'\n[state]\nbackend = "redis"\nurl = "{stack.redis_url()}"\n'
                        'subject_key_env = "PIIGATE_BENCH_SUBJECT_KEY"\n')
-        (work / "gateway.toml").write_text(with_settings(config, piigate_settings))
+        settings = [*piigate_settings]
+        if kind == "piigate-stages-fsync":
+            settings.append("audit.fsync=true")
+        if kind.startswith("piigate-batch"):  # a full batch in one message, whatever the default
+            settings.append("server.max_request_bytes=1048576")
+        (work / "gateway.toml").write_text(with_settings(config, settings))
         env = {
             "PIIGATE_DEMO_VAULT_KEY_FHIR": stack.secrets.vault_fhir,
             "PIIGATE_DEMO_VAULT_KEY_SUPPORT": stack.secrets.vault_support,
@@ -107,6 +150,9 @@ def start_server(
             return start_child(kind, argv, work, env=env, cpu=cpu)
         argv = ["-m", "piigate", "serve", "--config", "gateway.toml",
                 "--listen", "127.0.0.1:0", "--log-level", "WARNING"]  # fmt: skip
+        if kind.startswith("piigate-stages"):
+            (work / STAGES_RECORDS).unlink(missing_ok=True)
+            argv[:2] = ["-m", "bench.stages", "--out", STAGES_RECORDS]
         child = start_child(kind, argv, work, env=env, cpu=cpu)
         try:
             demo.wait_until_serving(child.address)
@@ -116,7 +162,7 @@ def start_server(
         return child
     raise ValueError(
         f"unknown server {kind!r}; choose from {', '.join(SERVERS + OPTIONAL_SERVERS)}"
-    )
+    )  # the direct-vault rows start no server (bench.runs)
 
 
 def preflight(
@@ -137,6 +183,34 @@ def preflight(
                 continue
             if not kind.startswith("echo") and not _as_expected(answer, token):
                 problems.append(f"{token.caller}: unexpected answer for user {token.user}")
+    return problems
+
+
+def preflight_batch(
+    target: str, callers: dict[str, str], groups: Sequence[Sequence[SubjectToken]]
+) -> list[str]:
+    """One BatchDetokenize per group (one caller each); every item must be answered OK
+    and correctly, in order."""
+    problems: list[str] = []
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.DetokenizationServiceStub(channel)
+        for group in groups:
+            metadata = [("authorization", f"Bearer {callers[group[0].caller]}")]
+            request = pb.BatchDetokenizeRequest(subject_tokens=[t.token for t in group])
+            try:
+                answer = stub.BatchDetokenize(request, metadata=metadata, timeout=10)
+            except grpc.RpcError as exc:
+                problems.append(f"batch of {len(group)}: {exc.code().name} {exc.details()}")
+                continue
+            if len(answer.results) != len(group):
+                problems.append(f"batch of {len(group)}: {len(answer.results)} results")
+                continue
+            for token, result in zip(group, answer.results, strict=True):
+                if result.status.code != 0:
+                    problems.append(f"batch item: status {result.status.code} "
+                                    f"{result.status.message}")  # fmt: skip
+                elif not _as_expected(result.response, token):
+                    problems.append(f"batch item: unexpected answer for user {token.user}")
     return problems
 
 

@@ -154,12 +154,23 @@ class Stack:
     helper_cpu: int | None = HELPER_CPU
     _redis: subprocess.Popen[bytes] | None = None
     _redis_port: int = 0
+    proxy: Child | None = None  # bench.delay_proxy in front of the vault, once asked for
+    remote_delay_ms: float = 1.0  # per direction: 2 ms per round trip
 
     def redis_url(self) -> str:
         """A real redis-server on loopback (beside the vault), started on first use."""
         if self._redis is None:
             self._redis_port, self._redis = start_redis(self.work, self.helper_cpu)
         return f"redis://127.0.0.1:{self._redis_port}/0"
+
+    def delay_proxy_url(self) -> str:
+        """The vault behind `bench.delay_proxy` (a remote vault), started on first use on
+        the helpers' core."""
+        if self.proxy is None:
+            argv = ["-m", "bench.delay_proxy", "--upstream", self.vault_url,
+                    "--delay-ms", str(self.remote_delay_ms)]  # fmt: skip
+            self.proxy = start_child("delay-proxy", argv, self.work, cpu=self.helper_cpu)
+        return self.proxy.address
 
     @property
     def vault_url(self) -> str:
@@ -170,8 +181,9 @@ class Stack:
         return self.issuer.address
 
     def stop(self) -> None:
-        for child in (self.issuer, self.vault):
-            child.stop()
+        for child in (self.proxy, self.issuer, self.vault):
+            if child is not None:
+                child.stop()
         if self._redis is not None:
             self._redis.terminate()
             try:

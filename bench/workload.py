@@ -33,9 +33,19 @@ class Workload:
     sequences: dict[str, list[int]]
 
 
+def pool_levels(args: argparse.Namespace) -> list[int]:
+    """The in-flight levels that need a pool: the asked ones, 1 for the stage breakdown,
+    the batch rows' levels."""
+    levels = list(args.inflight_levels)
+    extra = [1] if any(k.startswith("piigate-stages") for k in args.server_list) else []
+    if any(k.startswith("piigate-batch") for k in args.server_list):
+        extra += args.batch_inflight_levels
+    return levels + [n for n in dict.fromkeys(extra) if n not in levels]
+
+
 async def build_workload(stack: Stack, args: argparse.Namespace) -> Workload:
     """Seed users and mint every token up front, so no run waits on the issuer."""
-    levels = [str(n) for n in args.inflight_levels] + (["profile"] if args.profile else [])
+    levels = [str(n) for n in pool_levels(args)] + (["profile"] if args.profile else [])
     size = args.fresh_per_level
     support_per_pool = round(size * args.support_share)
     fhir_needed = (size - support_per_pool) * len(levels) + WARM_TOKENS // 2
@@ -69,12 +79,35 @@ async def build_workload(stack: Stack, args: argparse.Namespace) -> Workload:
     return Workload(callers, warm, pools, sequences)
 
 
+def spec_tokens(workload: Workload, level: str) -> list[SubjectToken]:
+    """What a run's indexes point into: the warm-up tokens, then the level's pool."""
+    return [*workload.warm, *workload.pools[level]]
+
+
+def planned(workload: Workload, level: str) -> list[int]:
+    """The level's planned sequence (`bench.traffic`), as indexes into `spec_tokens`."""
+    return [len(workload.warm) + i for i in workload.sequences[level]]
+
+
+def all_fresh(workload: Workload, level: str, max_calls: int) -> list[int]:
+    """Every call a token never presented before: the pool in order, no repeats (the run
+    ends when the pool does, if the duration has not)."""
+    size = min(len(workload.pools[level]), max_calls)
+    return [len(workload.warm) + i for i in range(size)]
+
+
+def all_warm(workload: Workload, max_calls: int) -> list[int]:
+    """Every call a token the warm-up presented: a gateway's verified-token cache hits."""
+    return [i % len(workload.warm) for i in range(max_calls)]
+
+
 def load_spec(
-    target: str, level: str, inflight: int, workload: Workload, args: argparse.Namespace
-) -> load.LoadSpec:
-    """Warm-up tokens first, then the level's pool; the sequence indexes past the warm-up."""
-    warm = workload.warm
-    tokens = [(t.caller, t.token) for t in (*warm, *workload.pools[level])]
+    target: str, level: str, inflight: int, workload: Workload, args: argparse.Namespace,
+    sequence: list[int] | None = None,
+) -> load.LoadSpec:  # fmt: skip
+    """Warm-up tokens first, then the level's pool; `sequence` (default: the level's
+    planned one) indexes into both (`spec_tokens`)."""
+    tokens = [(t.caller, t.token) for t in spec_tokens(workload, level)]
     return load.LoadSpec(
         target=target,
         per_connection=traffic.split_inflight(inflight, args.connections),
@@ -82,6 +115,48 @@ def load_spec(
         warmup_s=args.warmup,
         callers=workload.callers,
         tokens=tokens,
-        warmup=list(range(len(warm))),
-        sequence=[len(warm) + i for i in workload.sequences[level]],
+        warmup=list(range(len(workload.warm))),
+        sequence=planned(workload, level) if sequence is None else sequence,
     )
+
+
+def batch_groups(tokens: list[SubjectToken], size: int, pad: bool) -> list[list[SubjectToken]]:
+    """`tokens` in groups of `size`, one caller per group (a batch has one caller). With
+    `pad`, a caller's short last group is filled by cycling its tokens; without, dropped."""
+    groups: list[list[SubjectToken]] = []
+    for caller in dict.fromkeys(t.caller for t in tokens):
+        mine = [t for t in tokens if t.caller == caller]
+        for start in range(0, len(mine), size):
+            group = mine[start : start + size]
+            if len(group) < size and pad:
+                group = [mine[(start + i) % len(mine)] for i in range(size)]
+            if len(group) == size:
+                groups.append(group)
+    return groups
+
+
+def batch_spec(
+    target: str, level: str, inflight: int, workload: Workload, args: argparse.Namespace,
+    size: int,
+) -> tuple[load.LoadSpec, list[list[SubjectToken]]]:  # fmt: skip
+    """BatchDetokenize of `size` tokens per call: warm-up groups from the warm-up tokens,
+    measured groups from the level's pool (one caller each, interleaved at the
+    support share), drawn like single calls (`bench.traffic.plan_sequence` over groups).
+    Also the warm-up groups, for the preflight."""
+    warm = batch_groups(workload.warm, size, pad=True)
+    pool = workload.pools[level]
+    # Padded: a caller's last group repeats a few of its first tokens, rather than a pool
+    # smaller than a batch giving no group at all.
+    support = [g for g in batch_groups(pool, size, pad=True) if g[0].caller == "support-tool"]
+    fhir = [g for g in batch_groups(pool, size, pad=True) if g[0].caller != "support-tool"]
+    groups = traffic.interleave(fhir, support, args.support_share, args.seed)
+    sequence = traffic.plan_sequence(len(groups), args.repeat_share, args.max_calls, args.seed)
+    tokens = [(t.caller, t.token) for group in (*warm, *groups) for t in group]
+    spec = load.LoadSpec(
+        target=target,
+        per_connection=traffic.split_inflight(inflight, args.connections),
+        duration_s=args.duration, warmup_s=args.warmup, callers=workload.callers,
+        tokens=tokens, warmup=list(range(len(warm))),
+        sequence=[len(warm) + i for i in sequence], batch=size,
+    )  # fmt: skip
+    return spec, warm
