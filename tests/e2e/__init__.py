@@ -1,0 +1,1 @@
+"""End-to-end tests: through the real gRPC server and the real clients."""

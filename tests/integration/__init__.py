@@ -1,0 +1,1 @@
+"""Integration tests: parts against real local servers on loopback."""
