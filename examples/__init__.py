@@ -1,0 +1,1 @@
+"""Runnable examples of services that call piigate (each folder has its README)."""
