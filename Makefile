@@ -16,13 +16,18 @@ GEN_STAMP := $(GEN_VENV)/.installed-stamp
 demo: $(STAMP) gen
 	$(PY) -m piigate_dev.demo
 
+# examples/smart_on_fhir: a SMART-on-FHIR facade over piigate, offline, in one process.
+.PHONY: example-smart
+example-smart: $(STAMP) gen
+	$(PY) -m examples.smart_on_fhir
+
 test: lint typecheck buf-lint buf-breaking gen-check pytest
 
 # The three distributions in one resolution, so `piigate-client` comes from ./clients.
 $(STAMP): pyproject.toml clients/pyproject.toml dev/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ./clients -e '.[dev]' -e ./dev
+	$(PY) -m pip install --quiet --disable-pip-version-check -e './clients[support]' -e '.[dev]' -e ./dev
 	touch $(STAMP)
 
 $(GEN_STAMP): clients/pyproject.toml
@@ -41,7 +46,7 @@ gen-check: $(GEN_STAMP)
 	$(GEN_PY) protos/generate.py --check
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check server clients dev tests bench protos
+	$(VENV)/bin/ruff check server clients dev tests bench protos examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -66,7 +71,15 @@ redis-server:
 	@command -v redis-server >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
 
-pytest: $(STAMP) gen redis-server
+# The alert-rule and dashboard tests run promtool (Debian's prometheus package ships it;
+# --no-install-recommends: not the node exporter, and no server is started).
+.PHONY: promtool
+promtool:
+	@command -v promtool >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends prometheus)
+
+pytest: $(STAMP) gen redis-server promtool
 	$(VENV)/bin/pytest -q
 
 BENCH_STAMP := $(VENV)/.bench-stamp

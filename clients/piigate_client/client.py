@@ -63,13 +63,14 @@ class Field:
 
 @dataclass(frozen=True, slots=True)
 class Detokenized:
-    """A successful answer: the vault token id, the deciding profile, the reason used and
-    the fields in profile order."""
+    """A successful answer: the vault token id, the deciding profile, the reason used,
+    the fields in profile order, and the request id of its audit event."""
 
     token_id: str
     profile: str
     reason: str
     fields: tuple[Field, ...]
+    request_id: str = ""  # empty from a gateway older than the field
 
     def __getitem__(self, name: str) -> Field:
         for field in self.fields:
@@ -82,7 +83,8 @@ class Detokenized:
 
 
 def _request(
-    subject_token: str, fields: Sequence[str], reason: str | None, adhoc_reason: str
+    subject_token: str, fields: Sequence[str], reason: str | None, adhoc_reason: str,
+    patient: str = "",
 ) -> pb.DetokenizeRequest:
     if reason is not None and reason not in REASON_NUMBERS:
         raise ValueError(f"unknown reason {reason!r}; use one of {sorted(REASON_NUMBERS)}")
@@ -91,6 +93,7 @@ def _request(
         fields=list(fields),
         reason=REASON_NUMBERS[reason] if reason else pb.REASON_UNSPECIFIED,
         adhoc_reason=adhoc_reason,
+        patient=patient,
     )
 
 
@@ -119,6 +122,7 @@ def _result(response: pb.DetokenizeResponse) -> Detokenized:
         fields=tuple(
             Field(f.name, f.value, DISCLOSURE_NAMES[f.disclosure]) for f in response.fields
         ),
+        request_id=response.request_id,
     )
 
 
@@ -164,9 +168,12 @@ class DetokenizationClient:
         reason: str | None = None,
         adhoc_reason: str = "",
         timeout_s: float | None = None,
+        patient: str = "",
     ) -> Detokenized:
-        """Exchange the user's access token for the fields this caller's profile allows."""
-        request = _request(subject_token, fields, reason, adhoc_reason)
+        """Exchange the user's access token for the fields this caller's profile allows.
+        `patient`: the FHIR Patient id a SMART app has in context (it must be the token's
+        launch `patient`)."""
+        request = _request(subject_token, fields, reason, adhoc_reason, patient)
         metadata = self._metadata()
         try:
             response = self._stub.Detokenize(
@@ -248,9 +255,12 @@ class AsyncDetokenizationClient:
         reason: str | None = None,
         adhoc_reason: str = "",
         timeout_s: float | None = None,
+        patient: str = "",
     ) -> Detokenized:
-        """Exchange the user's access token for the fields this caller's profile allows."""
-        request = _request(subject_token, fields, reason, adhoc_reason)
+        """Exchange the user's access token for the fields this caller's profile allows.
+        `patient`: the FHIR Patient id a SMART app has in context (it must be the token's
+        launch `patient`)."""
+        request = _request(subject_token, fields, reason, adhoc_reason, patient)
         metadata = await self._metadata()
         try:
             response = await self._stub.Detokenize(

@@ -1,7 +1,8 @@
 """Typed failures built from the `google.rpc.ErrorInfo` piigate attaches to every error.
 
 Branch on `reason` (UPPER_SNAKE_CASE, stable) or on the exception class (one per gRPC
-code), never on the message text.
+code), never on the message text. `request_id` names the call's audit event: quote it to
+piigate's operators, who find the event (and its log line) by it.
 """
 
 from __future__ import annotations
@@ -14,19 +15,26 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 PIIGATE_DOMAIN = "piigate"
+REQUEST_ID_TRAILER = "piigate-request-id"
 
 
 class PiigateError(Exception):
-    """A failed call: the gRPC code, piigate's reason and its (PII-free) metadata."""
+    """A failed call: the gRPC code, piigate's reason and its (PII-free) metadata, and
+    the request id of its audit event (None when piigate's code never saw the call, e.g.
+    no connection could be made)."""
 
     def __init__(
-        self, code: grpc.StatusCode, reason: str, message: str, metadata: Mapping[str, str]
+        self, code: grpc.StatusCode, reason: str, message: str, metadata: Mapping[str, str],
+        request_id: str | None = None,
     ) -> None:
-        super().__init__(f"{code.name} {reason}: {message}")
+        request_id = request_id or metadata.get("request_id") or None
+        shown = f" (request {request_id})" if request_id else ""
+        super().__init__(f"{code.name} {reason}: {message}{shown}")
         self.code = code
         self.reason = reason
         self.message = message
         self.metadata: Mapping[str, str] = MappingProxyType(dict(metadata))
+        self.request_id = request_id
         self.retry_after_s: float | None = None  # from a google.rpc.RetryInfo, if sent
 
 
@@ -84,8 +92,18 @@ def error_from_rpc(error: grpc.RpcError) -> PiigateError:
     code: grpc.StatusCode = error.code()
     status = rpc_status.from_call(error)
     if status is None:
-        return _BY_CODE.get(code, InternalError)(code, code.name, error.details() or "", {})
+        request_id = _trailer(error, REQUEST_ID_TRAILER)
+        return _BY_CODE.get(code, InternalError)(code, code.name, error.details() or "", {},
+                                                 request_id)
     return error_from_status(status)
+
+
+def _trailer(error: grpc.RpcError, key: str) -> str | None:
+    trailing = getattr(error, "trailing_metadata", None)
+    for k, v in (trailing() if callable(trailing) else None) or ():
+        if k == key and isinstance(v, str):
+            return v
+    return None
 
 
 def error_from_status(status: status_pb2.Status) -> PiigateError:

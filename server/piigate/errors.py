@@ -8,11 +8,13 @@ becomes a bare INTERNAL with no detail.
     GatewayError
     ├── RequestInvalid        INVALID_ARGUMENT     malformed request, bad reason text
     ├── Unauthenticated       UNAUTHENTICATED      caller credential or subject token refused
-    │   └── TokenRejected     one subclass per failed JWT rule (TOKEN_EXPIRED, ...)
+    │   └── TokenRejected     one subclass per failed token rule (TOKEN_EXPIRED, ...)
     ├── PermissionDenied      PERMISSION_DENIED    no profile; audience/scope/field/reason refused
     ├── RateLimited, ...      RESOURCE_EXHAUSTED   abuse limits (with RetryInfo)
     ├── PiiTokenClaim*        FAILED_PRECONDITION  no usable vault token id in the subject token
+    │   SubjectAmbiguous                           several vault tokens carry one subject's tag
     ├── VaultTokenNotFound    NOT_FOUND            the vault has no such (live) token
+    │   SubjectNotFound                            no vault token carries the subject's tag
     ├── UpstreamUnavailable   UNAVAILABLE          vault, issuer keys or audit sink unusable now
     ├── VaultTimeout          DEADLINE_EXCEEDED    the vault did not answer within the budget
     ├── CallCancelled         CANCELLED            the caller left (audited, never sent)
@@ -83,6 +85,44 @@ class FieldNameInvalid(RequestInvalid):
     message = "a requested field name is invalid"
 
 
+class ActorTokenMissing(RequestInvalid):
+    """An `on_behalf_of` profile needs the acting agent's own access token."""
+
+    reason = "ACTOR_TOKEN_MISSING"
+    message = "actor_token is required"
+
+
+class SubjectRefInvalid(RequestInvalid):
+    """An `on_behalf_of` call names no data subject, or names one malformed; metadata
+    `detail` says which part, never its value."""
+
+    reason = "SUBJECT_REF_INVALID"
+    message = "the subject is missing or malformed"
+
+
+class SubjectFormNotAccepted(RequestInvalid):
+    """The request names its data subject in a form the profile's `subject_resolution`
+    does not take (a `subject_token` for `on_behalf_of`; a `subject`, `actor_token` or
+    `patient` where it has no meaning); metadata `field` names the request field."""
+
+    reason = "SUBJECT_FORM_NOT_ACCEPTED"
+    message = "the request names its subject in a form this caller cannot use"
+
+
+class PurposeMissing(RequestInvalid):
+    """The profile requires a `purpose` (a ticket reference, say) and the call has none."""
+
+    reason = "PURPOSE_MISSING"
+    message = "a purpose is required"
+
+
+class PurposeInvalid(RequestInvalid):
+    """The `purpose` is longer than allowed or holds control characters."""
+
+    reason = "PURPOSE_INVALID"
+    message = "the purpose is invalid"
+
+
 # --- UNAUTHENTICATED --------------------------------------------------------------------
 class Unauthenticated(GatewayError):
     code = grpc.StatusCode.UNAUTHENTICATED
@@ -109,7 +149,8 @@ class CallerIdentityMissing(Unauthenticated):
 
 
 class TokenRejected(Unauthenticated):
-    """A JWT (the caller's credential or the subject token) failed a verification rule.
+    """A token (the caller's credential or the subject token, a JWT or an opaque token's
+    introspection answer) failed a verification rule.
 
     One subclass per rule, so the reason names the rule. The stage that verified the token
     adds `token_role` ("caller" or "subject") to the metadata via `for_role`.
@@ -199,6 +240,13 @@ class TokenAudienceInvalid(TokenRejected):
     reason = "TOKEN_AUDIENCE_INVALID"
 
 
+class TokenInactive(TokenRejected):
+    """The issuer's introspection endpoint answered `active: false` for an opaque token
+    (RFC 7662 §2.2: revoked, expired, unknown to it, or not for piigate to ask about)."""
+
+    reason = "TOKEN_INACTIVE"
+
+
 class TokenReplayed(TokenRejected):
     """A profile that asks for one-time tokens saw this token's `jti` before."""
 
@@ -243,6 +291,33 @@ class LaunchContextMissing(PermissionDenied):
     """The profile requires a SMART launch `patient` context the token does not carry."""
 
     reason = "LAUNCH_CONTEXT_MISSING"
+
+
+class LaunchPatientMismatch(PermissionDenied):
+    """The request names a `patient` that is not the token's SMART launch `patient`."""
+
+    reason = "LAUNCH_PATIENT_MISMATCH"
+
+
+class ActorIssuerNotAllowed(PermissionDenied):
+    """The actor token verified, but its issuer is not among the profile's `actor_issuers`
+    (a customer's own token presented as an agent's, say)."""
+
+    reason = "ACTOR_ISSUER_NOT_ALLOWED"
+
+
+class ActorPermissionMissing(PermissionDenied):
+    """The actor token does not carry the permission (or role) the profile requires;
+    metadata `permission` names the required one (from the config, safe to echo)."""
+
+    reason = "ACTOR_PERMISSION_MISSING"
+
+
+class SubjectIssuerNotAllowed(PermissionDenied):
+    """The named subject's issuer is not among the profile's `subject_issuers` (unknown
+    issuer names are refused the same way, so configured names are not revealed)."""
+
+    reason = "SUBJECT_ISSUER_NOT_ALLOWED"
 
 
 class StepUpRequired(PermissionDenied):
@@ -317,6 +392,27 @@ class VaultTokenNotFound(GatewayError):
     audit_outcome = "denied"
     reason = "VAULT_TOKEN_NOT_FOUND"
     message = "no data found for this user"
+
+
+class SubjectNotFound(GatewayError):
+    """No live vault token carries the named subject's (or launch patient's) tag: the
+    subject was never migrated, or their token was rotated or deleted."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    audit_outcome = "denied"
+    reason = "SUBJECT_NOT_FOUND"
+    message = "no data found for this subject"
+
+
+class SubjectAmbiguous(GatewayError):
+    """More than one live vault token carries the subject's tag. Tags are written one per
+    subject per collection, so this is a migration fault; guessing could disclose another
+    record, so nothing is disclosed (and the event is a binding failure of its own)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "SUBJECT_AMBIGUOUS"
+    message = "the subject's data cannot be told apart"
+    audit_event = "binding_failure"
 
 
 # --- UNAVAILABLE / DEADLINE_EXCEEDED ----------------------------------------------------

@@ -1,33 +1,39 @@
 """The request's path, top to bottom, in the order it travels:
 
-    1 caller → 2 profile → (batch size) → 3 subject token → 4 decision
-    → 5 vault token claim → 6 abuse limits → 7 vault → 8 shaping → 9 audit
+    1 caller → 2 profile → (batch size) → 3 subject (or actor) token → 4 decision
+    → 5 vault selector → 6 abuse limits → 7 vault → 8 shaping → 9 audit
 
 Each stage is its own module; this one strings them together inside the audit envelopes
 that make "every decision is audited" hold by construction:
 
 - the caller envelope covers stages 1–2 and the request's own checks (a batch that is
   empty or too large is refused only once the caller is known, and audited);
-- one item envelope per subject token covers stages 3–8, whatever raises in them;
+- one item envelope per item (a subject token, or a subject the caller names) covers
+  stages 3–8, whatever raises in them; stages 3–5 are the profile's subject resolution
+  (`piigate.identity.resolution`);
 - each envelope ends in exactly one call to the recorder (`piigate.audit.recorder`),
   which writes the event, and PII is returned only after its event is written.
 
 A single Detokenize is a call with one item: single and batch share every line. The
 pipeline knows nothing of gRPC: the transport gives it a `Call` and gets back each item's
-`Disclosure` or `GatewayError` (`piigate.transport.boundary` turns those into statuses).
+`Result`, its `Disclosure` or `GatewayError` under its audit event's request id
+(`piigate.transport.boundary` turns those into statuses).
+
+With tracing on, each stage runs in its span (`piigate.telemetry.tracing`); with it off,
+each stage's hook is one check of `Tracing.on` and nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypeVar
 
 from piigate.audit.event import AuditFacts
 from piigate.audit.recorder import AuditRecorder
-from piigate.config import IssuerConfig, Profile
+from piigate.config import Profile
 from piigate.errors import (
     BatchTooLarge,
     CallCancelled,
@@ -37,20 +43,28 @@ from piigate.errors import (
 )
 from piigate.identity.caller import Caller, CallerAuthenticator
 from piigate.identity.peer import PeerIdentity
-from piigate.identity.pii_claim import pii_token_id
-from piigate.identity.subject import refuse_denied_claims, verify_subject
+from piigate.identity.resolution import Decision, Item, Party, SubjectDecider, SubjectRef
 from piigate.limits.abuse import AbuseGuard
-from piigate.policy.decision import Checks, DisclosureRequest, Plan, SubjectFacts, plan_checks
+from piigate.policy.decision import DisclosureRequest
 from piigate.policy.profiles import ProfileIndex
 from piigate.policy.shaping import Disclosure, disclose
-from piigate.tokens.claims import claim_values, granted_scopes
-from piigate.tokens.verification import VerifiedToken
-from piigate.tokens.verifier import TokenVerifier
-from piigate.vault.binding import binding_tag
+from piigate.telemetry.tracing import AUDIT, DECISION, LIMITS, NO_TRACING, Tracing
 from piigate.vault.coalescing import Vault
 from piigate.vault.reads import CallReads, Read
 
+__all__ = ["Call", "Decision", "DetokenizationPipeline", "Item", "Limits", "Result",
+           "SubjectDecider", "SubjectRef"]
+
 Outcome = Disclosure | GatewayError
+
+
+class Result(NamedTuple):
+    """One subject token's outcome, and the request id of its audit event (the caller is
+    given it, to quote to support)."""
+
+    request_id: str
+    outcome: Outcome
+
 T = TypeVar("T")
 
 # What the gateway keeps of the caller's deadline for its own answer and audit write, so
@@ -61,8 +75,9 @@ ANSWER_RESERVE_S = 0.1
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One RPC as the transport describes it: who sent it, for which subject tokens,
-    asking for what, and how long the caller will wait."""
+    """One RPC as the transport describes it: who sent it, for whom (subject tokens, or
+    subjects it names acting as `actor_token`'s holder), asking for what, and how long
+    the caller will wait."""
 
     metadata: Sequence[tuple[str, str | bytes]]
     peer: PeerIdentity | None
@@ -70,6 +85,21 @@ class Call:
     subject_tokens: tuple[str, ...]
     request: DisclosureRequest
     batch: bool = False
+    subjects: tuple[SubjectRef, ...] = ()  # on_behalf_of: the customers, one item each
+    actor_token: str = ""  # on_behalf_of: the acting agent's own token, for every item
+    # Its audit event's (a batch's `batch_id`); born with the call, so the transport can
+    # answer with it whatever happens.
+    request_id: str = field(default_factory=lambda: _request_id())
+
+    def items(self) -> tuple[Item, ...]:
+        """One item per subject token, or per named subject. A single Detokenize is one
+        item whatever it names (both, if it names both: the profile's subject resolution
+        refuses the form it does not take)."""
+        if not self.batch:
+            return (Item(self.subject_tokens[0] if self.subject_tokens else "",
+                         self.subjects[0] if self.subjects else None, self.actor_token),)
+        return (tuple(Item(t, None, self.actor_token) for t in self.subject_tokens)
+                + tuple(Item("", s, self.actor_token) for s in self.subjects))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,60 +107,6 @@ class Limits:
     request_timeout_s: float
     vault_timeout_s: float
     max_batch_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Stages 3–5 for one subject token: whose token, which plan, which vault token."""
-
-    subject: VerifiedToken
-    issuer: IssuerConfig
-    token_id: str
-    plan: Plan
-
-
-class SubjectDecider:
-    """Stages 3–5, the decision sequence for one subject token: the gateway runs it for
-    every item, and `piigate explain` runs the very same code with a report."""
-
-    def __init__(self, verifier: TokenVerifier, issuers: Mapping[str, IssuerConfig]) -> None:
-        self._verifier = verifier
-        self._issuers = issuers
-
-    async def decide(
-        self,
-        profile: Profile,
-        subject_token: str,
-        request: DisclosureRequest,
-        now: float,
-        facts: AuditFacts,
-        checks: Checks | None = None,
-    ) -> Decision:
-        """The decision, or the first refusal raised; `facts` learns each stage's result
-        as it is known, so a later refusal's event still says who and what."""
-        c = checks or Checks()
-        subject = await verify_subject(self._verifier, subject_token)
-        issuer = self._issuers[subject.issuer_name]
-        facts.subject_iss, facts.subject_sub = issuer.issuer, subject.subject
-        facts.jti = subject.jti
-        c.note("subject token verified", f"issuer {issuer.name}, sub {subject.subject}")
-        c.run("no deny-listed claims", refuse_denied_claims, subject.claims, issuer.denied_claims)
-        subject_facts = SubjectFacts(
-            audiences=claim_values(subject.claims, issuer.audience_claims),
-            scopes=granted_scopes(subject.claims, issuer.scope_claims),
-            claims=subject.claims,
-        )
-        # Permission before existence (AIP-193): a token for another audience (an ID
-        # token, say) is refused as such, whatever claims it carries.
-        plan = plan_checks(c, profile, subject_facts, request, now)
-        token_id = c.run("vault token claim present", pii_token_id, subject.claims,
-                         issuer.pii_token_claim)
-        facts.token_id = token_id
-        c.done()
-        assert plan is not None  # done() raised otherwise
-        assert token_id is not None
-        facts.reason, facts.adhoc_reason = plan.reason, plan.adhoc_reason
-        return Decision(subject, issuer, token_id, plan)
 
 
 class DetokenizationPipeline:
@@ -146,6 +122,7 @@ class DetokenizationPipeline:
         abuse: AbuseGuard,
         limits: Limits,
         clock: Callable[[], float],
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self._callers = callers
         self._profiles = profiles
@@ -155,31 +132,43 @@ class DetokenizationPipeline:
         self._abuse = abuse
         self._limits = limits
         self._clock = clock
+        self._tracing = tracing
 
-    async def run(self, call: Call) -> list[Outcome]:
+    async def run(self, call: Call) -> list[Result]:
         """Each subject token's outcome, in order. A refusal of the call itself (caller,
-        profile, batch size) is raised; each token's failure is returned in its place."""
+        profile, batch size) is raised (its event's id is `call.request_id`); each token's
+        failure is returned in its place."""
+        if self._tracing.on:
+            return await self._tracing.serve(call, self._run)
+        return await self._run(call)
+
+    async def _run(self, call: Call) -> list[Result]:
+        t = self._tracing
         started = self._clock()
-        facts = AuditFacts(_request_id(), started)
+        facts = AuditFacts(call.request_id, started)
         if call.batch:
             facts.batch_id = facts.request_id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._budget(call)
         try:
-            caller, profile = await _within(deadline, self._authorize(call, facts))
+            authorize = self._authorize(call, facts)
+            caller, profile = await _within(
+                deadline, t.caller_stage(authorize) if t.on else authorize)
         except BaseException as exc:
             raise await self._record(facts, exc) from None
-        reads = CallReads(self._vault, len(call.subject_tokens),
+        subjects = call.items()
+        reads = CallReads(self._vault, len(subjects),
                           min(deadline, loop.time() + self._limits.vault_timeout_s))
-        if len(call.subject_tokens) == 1:
-            token = call.subject_tokens[0]
-            return [await self._item(call, caller, profile, token, facts.for_item(_request_id()),
-                                     reads, _Turn(None, loop.create_future()), deadline)]
-        turns = _turns(loop, len(call.subject_tokens))
-        return list(await asyncio.gather(*(
-            self._item(call, caller, profile, token, facts.for_item(_request_id()), reads, turn,
-                       deadline)
-            for token, turn in zip(call.subject_tokens, turns, strict=True))))
+        if len(subjects) == 1:
+            item = facts.for_item(_request_id() if call.batch else facts.request_id)
+            return [await self._item(call, caller, profile, subjects[0], item, reads,
+                                     _Turn(None, loop.create_future()), deadline)]
+        turns = _turns(loop, len(subjects))
+        items = (
+            self._item(call, caller, profile, subject, facts.for_item(_request_id()), reads,
+                       turn, deadline)
+            for subject, turn in zip(subjects, turns, strict=True))
+        return list(await asyncio.gather(*(map(t.item, items) if t.on else items)))
 
     # --- the envelopes ----------------------------------------------------------------
     async def _authorize(self, call: Call, facts: AuditFacts) -> tuple[Caller, Profile]:
@@ -191,34 +180,45 @@ class DetokenizationPipeline:
                 call.peer.uri_sans + call.peer.dns_sans)
         profile = self._profiles.select(caller)
         facts.profile = profile.name
-        if not call.subject_tokens:
+        if call.batch and call.subject_tokens and call.subjects:
+            raise RequestInvalid({"detail": "subject_tokens or subjects, not both"})
+        size = len(call.subject_tokens) + len(call.subjects) if call.batch else 1
+        if not size:
             raise RequestInvalid({"detail": "no subject tokens"})
-        if len(call.subject_tokens) > self._limits.max_batch_size:
+        if size > self._limits.max_batch_size:
             raise BatchTooLarge({"max": str(self._limits.max_batch_size)})
         return caller, profile
 
     async def _item(
-        self, call: Call, caller: Caller, profile: Profile, subject_token: str,
+        self, call: Call, caller: Caller, profile: Profile, subject: Item,
         facts: AuditFacts, reads: CallReads, turn: _Turn, deadline: float,
-    ) -> Outcome:
-        """Stages 3–8 for one subject token, and its one audit event (written in the
-        call's item order, so a batch reads in order in the trail)."""
+    ) -> Result:
+        """Stages 3–8 for one item, and its one audit event (written in the call's item
+        order, so a batch reads in order in the trail)."""
+        t = self._tracing
         asked = False
         try:
             now = self._clock()
-            decision = await _within(deadline, self._decider.decide(
-                profile, subject_token, call.request, now, facts))
-            await self._abuse.admit(profile, caller, decision.subject, now, reads.time_left())
-            read = Read(decision.plan, decision.token_id, self._binding(profile, decision),
+            decide = self._decider.decide(profile, subject, call.request, now, facts)
+            decision = await _within(deadline, t.stage(DECISION, decide) if t.on else decide)
+            admit = self._abuse.admit(profile, caller, decision.token, now, reads.time_left(),
+                                      subject=_pair(decision.subject),
+                                      actor=_pair(decision.actor))
+            await (t.stage(LIMITS, admit) if t.on else admit)
+            read = Read(decision.plan, decision.token_id, decision.tag,
                         facts.batch_id or facts.request_id)
             asked = True  # from here on the read accounts for this item, whatever happens
-            fields = await reads.read(read)
-            disclosure = disclose(decision.plan, decision.token_id, fields)
+            found = await (t.vault_stage(reads.read, read) if t.on else reads.read(read))
+            facts.token_id = found.token_id or None
+            # A subject found by tag was named, not tokened: its vault token id stays
+            # inside (the audit event has it), the caller needs no handle on it.
+            disclosure = disclose(decision.plan, decision.token_id or "", found.fields)
         except BaseException as exc:
             if not asked:
                 reads.drop()
-            return await self._record(facts, exc, turn)
-        return await turn.take(self._recorder.allowed(facts, disclosure))
+            return Result(facts.request_id, await self._record(facts, exc, turn))
+        outcome = await turn.take(self._audit(self._recorder.allowed(facts, disclosure)))
+        return Result(facts.request_id, outcome)
 
     async def _record(
         self, facts: AuditFacts, exc: BaseException, turn: _Turn | None = None
@@ -228,21 +228,18 @@ class DetokenizationPipeline:
         cancellation then goes on."""
         turn = turn or _Turn(None, asyncio.get_running_loop().create_future())
         if isinstance(exc, asyncio.CancelledError):
-            await asyncio.shield(turn.take(self._recorder.refused(facts, CallCancelled())))
+            await asyncio.shield(turn.take(self._audit(
+                self._recorder.refused(facts, CallCancelled()))))
             raise exc
         if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not ours
             raise exc
-        return await turn.take(self._recorder.refused(facts, exc))
+        return await turn.take(self._audit(self._recorder.refused(facts, exc)))
+
+    def _audit(self, write: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
+        """Stage 9's write, in its span when tracing is on."""
+        return self._tracing.stage(AUDIT, write) if self._tracing.on else write
 
     # --- helpers ----------------------------------------------------------------------
-    @staticmethod
-    def _binding(profile: Profile, decision: Decision) -> str | None:
-        if not profile.bind_tokens:
-            return None
-        # The vault itself then refuses a token tagged for someone else.
-        issuer = decision.issuer
-        return binding_tag(issuer.issuer, decision.subject.subject, issuer.binding_key)
-
     def _budget(self, call: Call) -> float:
         """What the call's own work may take: the server-side cap, and the caller's
         deadline less the reserve for the answer and its audit write. The vault call gets
@@ -300,6 +297,10 @@ class _Turn:
         finally:
             if not self.mine.done():
                 self.mine.set_result(None)
+
+
+def _pair(party: Party | None) -> tuple[str, str] | None:
+    return None if party is None else (party.issuer, party.subject)
 
 
 def _turns(loop: asyncio.AbstractEventLoop, n: int) -> list[_Turn]:

@@ -1,9 +1,12 @@
 """The canary: seed unique PII values, drive every path (allowed and every refusal) with
 all logging at DEBUG, and find none of the values, nor any token or secret, in a log
-line, an audit event, an error message or ErrorInfo metadata."""
+line, an audit event, an error message or ErrorInfo metadata. The gateway's own log
+lines (`piigate.telemetry.logs`, as `piigate serve` writes them) are each valid JSON."""
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import secrets
 import socket
@@ -11,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from piigate.telemetry import logs
 from piigate_client.errors import PiigateError
 from piigate_dev import demo
 from piigate_dev.devissuer.claims import UserTokenRequest
@@ -68,23 +72,32 @@ async def test_no_pii_or_token_reaches_logs_audit_or_errors(
     caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    json_lines = io.StringIO()
+    handler = logs.handler("json", json_lines)
+    logging.getLogger().addHandler(handler)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead_vault = f"http://127.0.0.1:{sock.getsockname()[1]}"
     texts: list[str] = []
     tokens: list[str] = []
-    async with running_stack(people=PEOPLE) as stack:
-        seen, used = await drive_every_path(stack)
-        texts += seen
-        tokens += used
-        texts.append(stack.audit_text())
-        assert len(stack.audit_events()) == 13  # one event per call, allowed or not
-    async with running_stack(people=PEOPLE, vault_url=dead_vault) as broken:
-        seen, used = await drive_every_path(broken)
-        texts += [*seen, broken.audit_text()]
-        tokens += used
+    try:
+        async with running_stack(people=PEOPLE) as stack:
+            seen, used = await drive_every_path(stack)
+            texts += seen
+            tokens += used
+            texts.append(stack.audit_text())
+            assert len(stack.audit_events()) == 13  # one event per call, allowed or not
+        async with running_stack(people=PEOPLE, vault_url=dead_vault) as broken:
+            seen, used = await drive_every_path(broken)
+            texts += [*seen, broken.audit_text()]
+            tokens += used
+    finally:
+        logging.getLogger().removeHandler(handler)
     captured = capfd.readouterr()
-    haystack = "\n".join([*texts, caplog.text, captured.out, captured.err])
+    lines = [json.loads(line) for line in json_lines.getvalue().splitlines()]
+    assert [line for line in lines if line.get("error_reason")], "no refusal was logged"
+    haystack = "\n".join([*texts, caplog.text, captured.out, captured.err,
+                          json_lines.getvalue()])
     assert "DEBUG" in caplog.text or caplog.records, "logging was not captured at all"
     values = [v for _, record in PEOPLE for v in record.values()]
     leaked = [v for v in values if v in haystack]

@@ -82,7 +82,8 @@ async def test_deny_listed_claim_in_a_token_is_refused_and_reported() -> None:
         assert (event["event"], event["error_reason"]) == (
             "pii_in_token", "TOKEN_CARRIES_DENIED_CLAIM")
         assert stack.gateway.metrics.value(
-            "piigate_decisions_total", outcome="denied", reason="TOKEN_CARRIES_DENIED_CLAIM",
+            "piigate_decisions_total", method="Detokenize", outcome="denied",
+            reason="TOKEN_CARRIES_DENIED_CLAIM",
             profile="support") == 1
         assert stack.gateway.metrics.value(
             "piigate_denied_claims_total", issuer=stack.issuer.issuer,

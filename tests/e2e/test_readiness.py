@@ -256,9 +256,10 @@ async def test_metrics_count_decisions_and_never_carry_tokens_or_pii() -> None:
         status, text = await http_get(stack, "/metrics")
         assert status == 200
         lines = text.splitlines()
-        allowed = 'piigate_decisions_total{outcome="allowed",profile="support",reason="OK"} 3'
+        allowed = ('piigate_decisions_total{method="Detokenize",outcome="allowed",'
+                   'profile="support",reason="OK"} 3.0')
         assert allowed in lines
-        assert 'piigate_jwks_ready{issuer="dev"} 1' in lines
+        assert 'piigate_jwks_ready{issuer="dev"} 1.0' in lines
         assert any(line.startswith("piigate_decisions_total{") and 'outcome="denied"' in line
                    for line in lines)
 

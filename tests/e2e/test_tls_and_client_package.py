@@ -43,6 +43,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ))
+    key_path.chmod(0o600)  # piigate refuses a key file others may read
     return cert_path, key_path
 
 

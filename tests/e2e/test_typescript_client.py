@@ -33,9 +33,11 @@ BUF = PACKAGE / "node_modules" / ".bin" / "buf"
 NPM_CI_TIMEOUT_S = 300
 BUILD_TIMEOUT_S = 120
 NODE_TESTS_TIMEOUT_S = 120
-# client.test.js against the real gateway; retry.test.js against its own scripted server
+# client.test.js against the real gateway; retry.test.js against its own scripted server;
+# chunking.test.js needs no server
 NODE_TESTS = [str(PACKAGE / "dist" / "test" / name) for name in ("client.test.js",
-                                                                 "retry.test.js")]
+                                                                 "retry.test.js",
+                                                                 "chunking.test.js")]
 
 
 def _run(args: list[str], timeout_s: float) -> None:

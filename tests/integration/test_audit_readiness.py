@@ -1,6 +1,6 @@
 """The audit trail as a readiness input, through a real gRPC health service on loopback:
 NOT_SERVING (overall and `piigate.audit`) from the first failed write, SERVING again once
-the sink recovers by itself; `/healthz`'s report and the gauges say the same.
+the sink recovers by itself; `/healthz`'s report and the metrics say the same.
 
 The sink writes a real file; the disk fails on demand through the `Disk` it is given.
 """
@@ -24,6 +24,7 @@ from piigate.audit.health import Recovery
 from piigate.audit.sink import ChainedJsonLinesSink
 from piigate.audit.trail import Disk
 from piigate.errors import AuditUnavailable
+from piigate.telemetry.metrics import GatewayMetrics
 from piigate.transport.readiness import AUDIT_SERVICE, IssuerReadiness
 from tests.support.audit_events import numbered_event as event
 
@@ -80,6 +81,8 @@ async def test_health_follows_the_trail_down_and_back_up(tmp_path: Path) -> None
     disk = FullDisk()
     sink = ChainedJsonLinesSink.open(tmp_path / "audit.jsonl", fsync=True,
                                      disk=Disk(write=disk.write), recovery=FAST)
+    metrics = GatewayMetrics()
+    metrics.watch({}, sink)
     async with health_service(lambda h: IssuerReadiness({}, h, OVERALL, sink)) as (ready, stub):
         await sink.write(event(1))
         assert await statuses(stub) == {SERVING}
@@ -92,7 +95,8 @@ async def test_health_follows_the_trail_down_and_back_up(tmp_path: Path) -> None
         assert report["ready"] is False
         assert report["audit"] == {"ready": False, "failures": 1, "recoveries": 0,
                                    "unrecorded": 1, "last_error": "ENOSPC"}
-        assert {g.name: g.value for g in ready.gauges()}["piigate_audit_ready"] == 0.0
+        assert metrics.value("piigate_audit_ready") == 0.0
+        assert metrics.value("piigate_audit_unrecorded_total") == 1
 
         disk.full = False
         for _ in range(int(WAIT_S / 0.01)):
@@ -101,8 +105,8 @@ async def test_health_follows_the_trail_down_and_back_up(tmp_path: Path) -> None
             await asyncio.sleep(0.01)
         assert await statuses(stub) == {SERVING}
         await sink.write(event(3))
-        gauges = {g.name: g.value for g in ready.gauges()}
-        assert (gauges["piigate_audit_ready"], gauges["piigate_audit_recoveries"]) == (1.0, 1)
+        assert (metrics.value("piigate_audit_ready"),
+                metrics.value("piigate_audit_recoveries_total")) == (1.0, 1)
         assert ready.ready()
     await sink.close()
 

@@ -114,7 +114,7 @@ async def test_the_boundarys_status_crosses_intact(serve: Callable[..., Served])
         async def failing() -> pb.DetokenizeResponse:
             raise ScopeMissing({"profile": "support"})
 
-        return await answer(failing())
+        return await answer(failing(), call.request_id)
 
     served = serve(refuse)
     with pytest.raises(grpc.RpcError) as caught:
@@ -126,6 +126,9 @@ async def test_the_boundarys_status_crosses_intact(serve: Callable[..., Served])
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)
     assert (info.reason, info.domain) == ("SCOPE_MISSING", "piigate")
+    trailers = dict(error.trailing_metadata())  # type: ignore[attr-defined]
+    assert info.metadata["request_id"] == trailers["piigate-request-id"]
+    assert len(info.metadata["request_id"]) == 32
 
 
 async def test_an_unexpected_exception_is_a_bare_internal_without_its_text(

@@ -170,3 +170,29 @@ async def test_issue_token_reports_refusal(capsys: pytest.CaptureFixture[str]) -
     assert captured.out == ""
     assert "status 400" in captured.err
     assert "invalid_request" in captured.err
+
+
+async def test_issue_token_mints_agent_and_practitioner_claims(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A support agent's token (permissions, acr, auth_time) and a SMART practitioner's
+    (user/ scopes, the launch `patient`, `fhirUser`)."""
+    parser = argparse.ArgumentParser()
+    token_cli.add_arguments(parser)
+    async with running_dev_issuer() as idp:
+        args = parser.parse_args([
+            *("--issuer", idp.base_url, "--sub", "auth0|dr-who", "--audience", "fhir"),
+            *("--scope", "openid fhirUser user/Patient.rs", "--patient", "pat-1"),
+            *("--fhir-user", "Practitioner/7", "--permission", "support:verify"),
+            *("--permission", "support:read", "--acr", "mfa", "--auth-age-s", "120"),
+        ])
+        assert await asyncio.to_thread(token_cli.run, args) == 0
+        token = capsys.readouterr().out.strip()
+        keys = jwt.PyJWKSet.from_dict(await idp.jwks())
+    claims = jwt.decode(token, keys.keys[0], algorithms=["RS256"], audience="fhir",
+                        issuer=idp.issuer)
+    assert (claims["patient"], claims["fhirUser"]) == ("pat-1", "Practitioner/7")
+    assert claims["scope"] == "openid fhirUser user/Patient.rs"
+    assert claims["permissions"] == ["support:verify", "support:read"]
+    assert claims["acr"] == "mfa"
+    assert 100 <= claims["iat"] - claims["auth_time"] <= 140

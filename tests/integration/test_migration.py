@@ -20,7 +20,7 @@ from aiohttp import web
 
 from piigate.transport.addresses import ListenAddress
 from piigate.transport.http import start_http_app
-from piigate.vault.binding import binding_tag
+from piigate.vault.binding import binding_tag, patient_tag
 from piigate_dev.devissuer import migrate_cli
 from piigate_dev.devissuer.migration import MigratedUser, VaultCallFailed, VaultTarget, migrate_user
 from tests.support.devissuer import DevIssuerHandle, running_dev_issuer
@@ -296,3 +296,52 @@ async def test_unreachable_issuer_url_is_reported(vault: StandInVault) -> None:
                 subject="u1", audience="a", scope="s",
             )  # fmt: skip
     assert vault.calls == []  # nothing is stored before the issuer is known
+
+
+async def test_migrate_user_cli_tags_a_fhir_patient_too(
+    vault: StandInVault,
+    idp: DevIssuerHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--fhir-patient-id` adds the patient tag (a clinician's launch_patient profile finds
+    the record by it) beside the binding tag, on the one token; `--fhir-base` names its
+    namespace, else the issuer's iss."""
+    record_file = tmp_path / "user.json"
+    record_file.write_text(json.dumps(RECORD))
+    monkeypatch.setenv("TEST_VAULT_KEY", API_KEY)
+    monkeypatch.setenv("TEST_BINDING_KEY", "binding-secret")
+    parser = argparse.ArgumentParser()
+    migrate_cli.add_arguments(parser)
+    base = [*("--vault", vault.base_url, "--vault-key-env", "TEST_VAULT_KEY"),
+            *("--collection", "users", "--issuer", idp.base_url, "--sub", "auth0|7"),
+            *("--audience", "piigate", "--scope", "openid", "--record-file", str(record_file)),
+            *("--binding-key-env", "TEST_BINDING_KEY", "--fhir-patient-id", "pat-7")]
+    assert await asyncio.to_thread(migrate_cli.run, parser.parse_args(base)) == 0
+    fhir = "https://fhir.example.com/r4"
+    assert await asyncio.to_thread(
+        migrate_cli.run, parser.parse_args([*base, "--fhir-base", fhir])) == 0
+    capsys.readouterr()
+    key = b"binding-secret"
+    first, second = vault.calls[1]["body"][0]["tags"], vault.calls[3]["body"][0]["tags"]
+    assert first == [binding_tag(idp.issuer, "auth0|7", key), patient_tag(idp.issuer, "pat-7", key)]
+    assert second == [binding_tag(idp.issuer, "auth0|7", key), patient_tag(fhir, "pat-7", key)]
+
+
+@pytest.mark.parametrize(("extra", "problem"), [
+    (["--fhir-patient-id", "../Patient/7"], "--fhir-patient-id: a FHIR id"),
+    (["--fhir-base", "https://fhir.example.com"], "--fhir-base: only with --fhir-patient-id"),
+])
+def test_migrate_user_cli_refuses_a_bad_patient(
+    extra: list[str], problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = argparse.ArgumentParser()
+    migrate_cli.add_arguments(parser)
+    monkeypatch.setenv("TEST_VAULT_KEY", API_KEY)
+    args = ["--vault", "http://127.0.0.1:1", "--vault-key-env", "TEST_VAULT_KEY",
+            "--collection", "users", "--issuer", "http://x", "--sub", "s", "--audience", "a",
+            "--scope", "s", "--record-file", str(tmp_path / "never-read.json"), *extra]
+    assert migrate_cli.run(parser.parse_args(args)) == 2
+    assert problem in capsys.readouterr().err

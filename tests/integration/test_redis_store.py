@@ -5,6 +5,7 @@ restart."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -76,6 +77,33 @@ async def test_the_script_decides_as_the_memory_store_does(store_server: RedisSe
     finally:
         await shared.aclose()
     assert {None, "caller", "subject", "distinct", "replayed"} <= set(verdicts)
+
+
+async def test_the_script_decides_per_actor_as_the_memory_store_does(
+    store_server: RedisServer,
+) -> None:
+    """Support desks and clinicians: the actor's bucket and window beside the caller's,
+    and a call without an actor (its limits then off) between them."""
+    shared = RedisStore(redis_config(store_server.url), StateHealth())
+    memory = MemoryStore(ReplayGuard(lambda: T0))
+    rng = random.Random(11)
+    now, verdicts = T0, []
+    try:
+        for _ in range(400):
+            now += rng.choice((0.0, 0.01, 0.1, 0.3, 1.0, 4.0))
+            actor = rng.choice((None, "sam", "kim", "lee"))
+            a = dataclasses.replace(
+                admission(now, "console", rng.choice(("alice", "bob", "carol", "dave")),
+                          caller_rate=Rate(8.0, 6), distinct=DistinctCap(4, 10.0)),
+                actor=KEYS.actor("staff", actor) if actor else None,
+                actor_rate=Rate(1.0, 2), actor_distinct=DistinctCap(2, 10.0))
+            mine, theirs = memory.admit_now(a), await shared.admit(a, 1.0)
+            assert theirs.refused == mine.refused
+            assert theirs.retry_after_s == pytest.approx(mine.retry_after_s, abs=1e-9)
+            verdicts.append(mine.refused)
+    finally:
+        await shared.aclose()
+    assert {None, "actor", "actor_distinct"} <= set(verdicts)
 
 
 async def test_one_round_trip_per_request_and_keys_hold_keyed_hashes_only(

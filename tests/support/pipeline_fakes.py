@@ -25,8 +25,10 @@ from piigate.limits.replay import ReplayGuard
 from piigate.pipeline import Call, DetokenizationPipeline, Limits, SubjectDecider
 from piigate.policy.decision import DisclosureRequest
 from piigate.policy.profiles import ProfileIndex
+from piigate.telemetry.metrics import GatewayMetrics
+from piigate.telemetry.tracing import NO_TRACING, Tracing
 from piigate.tokens.verification import VerifiedToken
-from piigate.transport.metrics import Metrics
+from piigate.vault.binding import binding_tag, patient_tag
 from piigate.vault.client import DetokenizeQuery
 
 NOW = 1_800_000_000.0
@@ -61,16 +63,18 @@ def user_claims(**extra: Any) -> dict[str, Any]:
 
 @dataclass
 class FakeVerifier:
-    """Tokens are names of claim sets; an unknown name is a malformed token."""
+    """Tokens are names of claim sets; an unknown name is a malformed token. A token's
+    issuer name is looked up by its `iss` (default "dev")."""
 
     tokens: Mapping[str, Mapping[str, Any]]
+    issuer_names: Mapping[str, str] = field(default_factory=dict)
 
-    async def verify(self, token: str) -> VerifiedToken:
+    async def verify(self, token: str, *, accept_opaque: bool = False) -> VerifiedToken:
         claims = self.tokens.get(token)
         if claims is None:
             raise errors.TokenMalformed()
-        return VerifiedToken("dev", MappingProxyType({}), MappingProxyType(dict(claims)),
-                             float(claims["exp"]))
+        return VerifiedToken(self.issuer_names.get(claims["iss"], "dev"), MappingProxyType({}),
+                             MappingProxyType(dict(claims)), float(claims["exp"]))
 
 
 @dataclass
@@ -94,6 +98,12 @@ class FakeVault:
     })
     queries: list[DetokenizeQuery] = field(default_factory=list)
     failure: BaseException | None = None
+    # Each token's tags, as migration writes them; a query by tags alone selects by them
+    # (with token ids, tags are not checked: bound reads are the vault's business).
+    tags: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {
+        "tok-alice": (binding_tag(ISS, "auth0|alice"), patient_tag(ISS, "pat-alice")),
+        "tok-bob": (binding_tag(ISS, "auth0|bob"), patient_tag(ISS, "pat-bob")),
+    })
 
     async def detokenize(
         self, query: DetokenizeQuery, timeout_s: float
@@ -101,7 +111,9 @@ class FakeVault:
         self.queries.append(query)
         if self.failure is not None:
             raise self.failure
-        return {t: self.records[t] for t in query.token_ids if t in self.records}
+        ids = query.token_ids or tuple(
+            t for t, tags in self.tags.items() if set(query.tags) <= set(tags))
+        return {t: self.records[t] for t in ids if t in self.records}
 
 
 @dataclass
@@ -133,12 +145,13 @@ class Parts:
         call = Call((), None, None, tokens, DisclosureRequest(fields, reason, adhoc),
                     batch=batch or len(tokens) != 1)
         try:
-            return await self.pipeline.run(call)
+            return [outcome for _, outcome in await self.pipeline.run(call)]
         except GatewayError as exc:
             return [exc]
 
 
-def build(cfg: GatewayConfig | None = None, **tokens: Mapping[str, Any]) -> Parts:
+def build(cfg: GatewayConfig | None = None, tracing: Tracing = NO_TRACING,
+          **tokens: Mapping[str, Any]) -> Parts:
     cfg = cfg or config()
     verifier = FakeVerifier({"alice": user_claims(),
                              "bob": user_claims(sub="auth0|bob", **{CLAIM: "tok-bob"}),
@@ -149,8 +162,8 @@ def build(cfg: GatewayConfig | None = None, **tokens: Mapping[str, Any]) -> Part
     pipe = DetokenizationPipeline(
         callers=callers, profiles=ProfileIndex(cfg.profiles),
         decider=SubjectDecider(verifier, issuers),  # type: ignore[arg-type]
-        vault=vault, recorder=AuditRecorder(sink, Metrics()), abuse=abuse,
+        vault=vault, recorder=AuditRecorder(sink, GatewayMetrics()), abuse=abuse,
         limits=Limits(request_timeout_s=5.0, vault_timeout_s=2.0, max_batch_size=3),
-        clock=lambda: NOW,
+        clock=lambda: NOW, tracing=tracing,
     )
     return Parts(pipe, vault, sink, verifier, callers, abuse, cfg)

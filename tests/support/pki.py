@@ -5,14 +5,16 @@
     client = issue_cert(ca, uri_sans=("spiffe://example.org/ns/a/sa/support-tool",))
     creds = channel_credentials(ca, client)
 
-Keys are P-256 (fast to make). Every certificate gets a random serial, so a re-issued
-certificate is told apart from the old one by its serial alone.
+Keys are P-256 (fast to make), written 0600 (piigate refuses key files others may read).
+Every certificate gets a random serial, so a re-issued certificate is told apart from the
+old one by its serial alone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +158,7 @@ def issue_cert(
     stem = ca.directory / f"{ca.name}-{'server' if is_server else 'client'}-{serial:x}"
     cert_file, key_file = stem.with_suffix(".pem"), stem.with_suffix(".key")
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(_key_pem(key))
+    write_private(key_file, _key_pem(key))
     return IssuedCert(cert, key, cert_file, key_file)
 
 
@@ -178,6 +180,14 @@ def channel_credentials(
         private_key=client.key_pem,
         certificate_chain=client.cert_pem,
     )
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a key file as piigate requires one: 0600, created so from the start."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import ssl
 import time
 import tomllib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ import aiohttp
 from piigate.audit.sink import ChainedJsonLinesSink
 from piigate.bootstrap import RunningGateway, start_gateway
 from piigate.config import GatewayConfig, parse_config
+from piigate.telemetry.tracing import Tracing
 from piigate.transport.addresses import ListenAddress
 from piigate_client import AsyncDetokenizationClient
 from piigate_dev import demo
@@ -31,6 +33,7 @@ from piigate_dev.devissuer.migration import MigratedUser, VaultTarget, migrate_u
 from piigate_dev.localvault.config import load_vault_config
 from tests.support.devissuer import DevIssuerHandle, running_dev_issuer
 from tests.support.localvault import LocalVaultHandle, running_local_vault
+from tests.support.pki import write_private
 
 VAULT_KEY_ENV = {
     "PIIGATE_DEMO_VAULT_KEY_FHIR": "vault_fhir",
@@ -99,20 +102,32 @@ async def running_stack(
     dev_issuer_extra: Mapping[str, Any] | None = None,
     migration_binding_key: bytes | None = None,
     environ_extra: Mapping[str, str] | None = None,
+    fhir_patients: Mapping[str, str] | None = None,
+    tracing: Tracing | None = None,
+    vault_ssl: ssl.SSLContext | None = None,
+    migration_ssl: ssl.SSLContext | None = None,
+    vault_key_dir: Path | None = None,
 ) -> AsyncIterator[Stack]:
     """Start vault, issuer and gateway with `people` migrated; `vault_url` points the
-    gateway elsewhere (faults); `gateway_overrides` merge into the gateway's config."""
+    gateway elsewhere (faults); `gateway_overrides` merge into the gateway's config;
+    `fhir_patients` (person -> FHIR Patient id) also writes those people's patient tags.
+
+    `vault_ssl` serves the vault over TLS (`migration_ssl` is the context the stack's own
+    migration calls trust it with); `vault_key_dir` puts each profile's vault API key in
+    a 0600 file `<profile>.key` there (`vault_api_key_file`) instead of the environment."""
     secrets = demo.Secrets.generate()
     async with AsyncExitStack() as stack:
         vault_config = load_vault_config_text(demo.vault_config(secrets))
-        vault = await stack.enter_async_context(running_local_vault(vault_config))
+        vault = await stack.enter_async_context(running_local_vault(vault_config,
+                                                                       ssl_context=vault_ssl))
         issuer_config = parse_issuer_config(
             tomllib.loads(demo.issuer_config(secrets)), Path("."), {}
         )
         issuer = await stack.enter_async_context(running_dev_issuer(issuer_config, clock))
 
         users: dict[str, MigratedUser] = {}
-        async with aiohttp.ClientSession() as http:
+        connector = aiohttp.TCPConnector(ssl=migration_ssl) if migration_ssl else None
+        async with aiohttp.ClientSession(connector=connector) as http:
             target = VaultTarget(vault.base_url, secrets.vault_admin, "users")
             for person, record in people:
                 users[person] = await migrate_user(
@@ -120,6 +135,7 @@ async def running_stack(
                     audience=demo.FHIR_AUDIENCE,
                     scope="openid launch/patient patient/Patient.read", azp="fhir-app",
                     binding_key=migration_binding_key,
+                    fhir_patient_id=(fhir_patients or {}).get(person),
                 )
 
         data = tomllib.loads(
@@ -132,13 +148,16 @@ async def running_stack(
         for section, values in (gateway_overrides or {}).items():
             data[section] = _merge(data.get(section, {}), values)
         environ = {env: getattr(secrets, attr) for env, attr in VAULT_KEY_ENV.items()}
+        if vault_key_dir is not None:
+            _vault_keys_to_files(data, environ, vault_key_dir)
         environ.update(environ_extra or {})
         config = parse_config(data, environ, Path("."))
         audit_stream = io.BytesIO()
         sink = (ChainedJsonLinesSink.open(audit_file, fsync=False) if audit_file
                 else ChainedJsonLinesSink(audit_stream))
         gateway = await start_gateway(
-            config, listen=ListenAddress("127.0.0.1", 0), audit=sink, clock=clock
+            config, listen=ListenAddress("127.0.0.1", 0), audit=sink, clock=clock,
+            tracing=tracing,
         )
         running = Stack(secrets, vault, issuer, gateway, config, users, audit_stream)
         try:
@@ -147,6 +166,16 @@ async def running_stack(
             for client in running._clients:
                 await client.close()
             await gateway.stop(grace_s=1)
+
+
+def _vault_keys_to_files(data: Any, environ: Mapping[str, str], directory: Path) -> None:
+    """Each profile's vault API key in `directory/<profile>.key` (0600), named by
+    `vault_api_key_file` instead of its environment variable."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, profile in data["profiles"].items():
+        key = environ[profile.pop("vault_api_key_env")]
+        write_private(directory / f"{name}.key", f"{key}\n".encode())
+        profile["vault_api_key_file"] = str(directory / f"{name}.key")
 
 
 def load_vault_config_text(text: str) -> Any:

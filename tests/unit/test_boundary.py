@@ -40,3 +40,14 @@ def test_unexpected_errors_become_a_bare_internal() -> None:
     rich, info = error_info(INTERNAL)
     assert INTERNAL.code == grpc.StatusCode.INTERNAL
     assert (rich.message, info.reason) == ("internal error", "INTERNAL")
+
+
+def test_a_request_id_goes_into_the_error_info_and_the_trailer() -> None:
+    status = status_of(ScopeMissing({"profile": "fhir"}), "ab" * 16)
+    trailers = dict(status.trailing_metadata)
+    rich = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    info = error_details_pb2.ErrorInfo()
+    assert rich.details[0].Unpack(info)
+    assert dict(info.metadata) == {"profile": "fhir", "request_id": "ab" * 16}
+    assert trailers["piigate-request-id"] == "ab" * 16
+    assert status.code == grpc.StatusCode.PERMISSION_DENIED

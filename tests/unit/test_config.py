@@ -49,7 +49,7 @@ def test_minimal_config_gets_safe_defaults() -> None:
     issuer = config.issuers[0]
     assert issuer.algorithms == ("RS256",)
     assert issuer.typ == "at+jwt"
-    assert issuer.pii_token_claim == "https://example.com/pii_token"
+    assert issuer.pii_token_claim == ("https://example.com/pii_token",)
     profile = config.profiles[0]
     assert profile.vault_api_key == "k-fhir-123"
     assert dict(profile.fields) == {"user_id": "raw", "ssn": "mask"}
@@ -101,6 +101,7 @@ def test_secret_must_come_from_exactly_one_place() -> None:
 
 def test_secret_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
     (tmp_path / "fhir.key").write_text("from-file\n")
+    (tmp_path / "fhir.key").chmod(0o600)  # key files must be private
     text = """
 [vault]
 url = "http://127.0.0.1:8123"
@@ -269,6 +270,7 @@ def test_an_over_long_file_name_is_reported(tmp_path: Path) -> None:
 
 def test_a_secret_file_that_is_not_utf8_is_reported(tmp_path: Path) -> None:
     (tmp_path / "fhir.key").write_bytes(b"\xff\xfe")
+    (tmp_path / "fhir.key").chmod(0o600)  # key files must be private
     assert key_file_problems("fhir.key", tmp_path) == [
         "profiles.fhir.vault_api_key_file: fhir.key is not UTF-8 text"
     ]

@@ -30,3 +30,28 @@ def test_a_dotted_path_is_not_followed() -> None:
 def test_malformed_values_are_refused_before_reaching_the_vault(value: object) -> None:
     with pytest.raises(PiiTokenClaimInvalid):
         pii_token_id({CLAIM: value}, CLAIM)
+
+
+def test_a_path_walks_into_nested_objects() -> None:
+    claims = {"app_metadata": {"pii_token": "tok-1"}, "app_metadata.pii_token": "flat"}
+    assert pii_token_id(claims, ("app_metadata", "pii_token")) == "tok-1"
+    # A path of one name is that name whole, dots and all.
+    assert pii_token_id(claims, ("app_metadata.pii_token",)) == "flat"
+    assert pii_token_id({CLAIM: "tok-2"}, (CLAIM,)) == "tok-2"
+
+
+@pytest.mark.parametrize(
+    ("claims", "error"),
+    [
+        ({}, PiiTokenClaimMissing),
+        ({"app_metadata": {}}, PiiTokenClaimMissing),
+        ({"app_metadata": "tok-1"}, PiiTokenClaimInvalid),  # not an object to walk into
+        ({"app_metadata": ["pii_token"]}, PiiTokenClaimInvalid),
+        ({"app_metadata": {"pii_token": {"id": "tok-1"}}}, PiiTokenClaimInvalid),
+    ],
+)
+def test_a_path_that_ends_early_or_hits_a_non_object_is_refused(
+    claims: dict[str, object], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        pii_token_id(claims, ("app_metadata", "pii_token"))

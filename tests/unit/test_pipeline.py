@@ -17,6 +17,7 @@ import pytest
 
 from piigate import errors, pipeline
 from piigate.errors import GatewayError
+from piigate.identity import resolution
 from piigate.pipeline import Call
 from piigate.policy.decision import DisclosureRequest
 from piigate.policy.profiles import ProfileIndex
@@ -42,10 +43,11 @@ async def _araise(exc: BaseException) -> Any:
 STAGES: dict[str, Callable[[Parts, pytest.MonkeyPatch, BaseException], None]] = {
     "caller": lambda p, mp, e: mp.setattr(p.callers, "identify", lambda *a: _araise(e)),
     "profile": lambda p, mp, e: mp.setattr(ProfileIndex, "select", _raise(e)),
-    "subject token": lambda p, mp, e: mp.setattr(p.verifier, "verify", lambda t: _araise(e)),
-    "denied claims": lambda p, mp, e: mp.setattr(pipeline, "refuse_denied_claims", _raise(e)),
-    "vault token claim": lambda p, mp, e: mp.setattr(pipeline, "pii_token_id", _raise(e)),
-    "decision": lambda p, mp, e: mp.setattr(pipeline, "plan_checks", _raise(e)),
+    "subject token": lambda p, mp, e: mp.setattr(p.verifier, "verify",
+                                                 lambda t, **kw: _araise(e)),
+    "denied claims": lambda p, mp, e: mp.setattr(resolution, "refuse_denied_claims", _raise(e)),
+    "vault token claim": lambda p, mp, e: mp.setattr(resolution, "pii_token_id", _raise(e)),
+    "decision": lambda p, mp, e: mp.setattr(resolution, "plan_checks", _raise(e)),
     "abuse limits": lambda p, mp, e: mp.setattr(p.abuse, "admit", _raise(e)),
     "vault": lambda p, mp, e: setattr(p.vault, "failure", e),
     "shaping": lambda p, mp, e: mp.setattr(pipeline, "disclose", _raise(e)),
@@ -276,14 +278,14 @@ async def test_a_key_fetch_slower_than_the_deadline_is_answered_in_time(
     ISSUER_KEYS_UNAVAILABLE, audited, before the caller's deadline."""
     parts = build()
 
-    async def hang(*args: Any) -> Any:
+    async def hang(*args: Any, **kwargs: Any) -> Any:
         await asyncio.sleep(30)
 
     target = parts.callers if stage == "caller" else parts.verifier
     monkeypatch.setattr(target, "identify" if stage == "caller" else "verify", hang)
     call = Call((), None, 0.4, ("alice",), DisclosureRequest((), None, ""))
     try:
-        (outcome,) = await asyncio.wait_for(parts.pipeline.run(call), 5)
+        ((_, outcome),) = await asyncio.wait_for(parts.pipeline.run(call), 5)
     except GatewayError as exc:
         outcome = exc
     assert outcome.reason == "ISSUER_KEYS_UNAVAILABLE"
@@ -326,7 +328,7 @@ async def test_a_batch_item_that_fails_just_before_its_read_does_not_hold_the_ot
     is being prepared must not leave the call's other reads waiting for it."""
     parts = build(config(bind_tokens=True))
     calls = 0
-    real = pipeline.binding_tag
+    real = resolution.binding_tag
 
     def flaky(*args: Any) -> str:
         nonlocal calls
@@ -335,7 +337,7 @@ async def test_a_batch_item_that_fails_just_before_its_read_does_not_hold_the_ot
             raise RuntimeError("boom")
         return real(*args)
 
-    monkeypatch.setattr(pipeline, "binding_tag", flaky)
+    monkeypatch.setattr(resolution, "binding_tag", flaky)
     outcomes = await asyncio.wait_for(parts.run("alice", "bob"), 5)
     assert isinstance(outcomes[0], Disclosure)
     assert isinstance(outcomes[1], GatewayError)

@@ -16,6 +16,7 @@ def test_readme_config_example_is_valid(tmp_path: Path) -> None:
     for name in ("tls/server.crt", "tls/server.key", "tls/ca.crt", "secrets/support-vault.key"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("placeholder\n")
+        (tmp_path / name).chmod(0o600)  # key files must be private (piigate.config.secrets)
     config = parse_config(tomllib.loads(example), {"PIIGATE_VAULT_KEY_FHIR": "k"}, tmp_path)
     assert [p.name for p in config.profiles] == ["smart_on_fhir", "support"]
     assert config.server.tls is not None

@@ -1,4 +1,4 @@
-"""One-time tokens and the metrics text format."""
+"""One-time tokens (the metrics are `test_metrics`'s)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 
 from piigate.errors import ReplayGuardFull, TokenReplayed
 from piigate.limits.replay import ReplayGuard
-from piigate.transport.metrics import Gauge, Metrics
 
 
 class Clock:
@@ -38,18 +37,3 @@ def test_a_full_guard_refuses_rather_than_forgets() -> None:
     clock.now = 2001.0
     guard.first_use("i", "c", 3000.0)
     assert len(guard) == 1
-
-
-def test_prometheus_text_with_counters_and_gauges() -> None:
-    metrics = Metrics()
-    metrics.counter("piigate_decisions_total", "Detokenize outcomes")
-    metrics.inc("piigate_decisions_total", outcome="denied", reason="SCOPE_MISSING", profile="p")
-    metrics.inc("piigate_decisions_total", outcome="denied", reason="SCOPE_MISSING", profile="p")
-    metrics.gauges(lambda: [Gauge("piigate_jwks_ready", "usable", {"issuer": 'a"b'}, 1.0)])
-    text = metrics.render()
-    assert "# TYPE piigate_decisions_total counter" in text
-    assert ('piigate_decisions_total{outcome="denied",profile="p",reason="SCOPE_MISSING"} 2'
-            in text)
-    assert 'piigate_jwks_ready{issuer="a\\"b"} 1' in text
-    assert metrics.value("piigate_decisions_total", outcome="denied", reason="SCOPE_MISSING",
-                         profile="p") == 2

@@ -57,6 +57,8 @@ def test_redis_with_a_shared_key_and_credentials_from_the_environment() -> None:
 def test_secrets_from_files_and_a_ca_for_rediss(tmp_path: Path) -> None:
     (tmp_path / "key").write_text(KEY + "\n")
     (tmp_path / "user").write_text("piigate\n")
+    for name in ("key", "user"):
+        (tmp_path / name).chmod(0o600)  # secret files must be private
     (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     state = config({"backend": "redis", "url": "rediss://redis.internal:6380",
                     "subject_key_file": "key", "username_file": "user",

@@ -162,6 +162,7 @@ def test_the_configmap_passes_piigates_own_check(build: str, tmp_path: Path) -> 
         (config_dir / name).write_text(text)
     for name in one(docs, "Secret", "piigate-secrets")["stringData"]:
         (secrets_dir / name).write_text("x" * 64)  # what an operator fills in
+        (secrets_dir / name).chmod(0o400)  # the volume's defaultMode
     config = load_config(config_dir / "piigate.toml", environ={})
     assert config.state.redis is not None
     assert config.state.subject_key == b"x" * 64
@@ -177,6 +178,7 @@ def test_an_unfilled_secret_refuses_to_start(tmp_path: Path) -> None:
     (tmp_path / "config" / "piigate.toml").write_text(toml)
     for name, value in one(docs, "Secret", "piigate-secrets")["stringData"].items():
         (tmp_path / "secrets" / name).write_text(value)
+        (tmp_path / "secrets" / name).chmod(0o400)  # the volume's defaultMode
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "config" / "piigate.toml", environ={})
     assert any("is empty" in p for p in caught.value.problems)
@@ -189,5 +191,5 @@ def test_the_containerfile_passes_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     text = (DEPLOY / "Containerfile").read_text()
     assert "USER 10001" in text
-    assert "./clients ." in text
+    assert "./clients '.[otlp]'" in text  # the gateway and its optional OTLP exporter
     assert "COPY dev" not in text  # never the development stand-ins

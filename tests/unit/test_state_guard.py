@@ -21,8 +21,8 @@ from piigate.identity.caller import Caller
 from piigate.limits.abuse import STATE_FAILURES, AbuseGuard
 from piigate.limits.replay import ReplayGuard
 from piigate.limits.store import ADMITTED, Admission, StoreFailure, Verdict
+from piigate.telemetry.metrics import GatewayMetrics
 from piigate.tokens.verification import MAX_LEEWAY_S, VerifiedToken
-from piigate.transport.metrics import Metrics
 from piigate_dev import demo
 
 NOW = 1_900_000_000.0
@@ -64,7 +64,7 @@ def token(jti: str | None = "j-1") -> VerifiedToken:
     return VerifiedToken("dev", {}, claims, NOW + 300)
 
 
-def guard(store: FakeStore, ps: dict[str, Profile], metrics: Metrics | None = None
+def guard(store: FakeStore, ps: dict[str, Profile], metrics: GatewayMetrics | None = None
           ) -> AbuseGuard:
     return AbuseGuard(ps.values(), ReplayGuard(lambda: NOW), store=store,
                       subject_key=b"s" * 32, metrics=metrics, timeout_s=0.25)
@@ -126,7 +126,7 @@ async def test_refusals_become_their_errors(verdict: Verdict, error: type[Except
 ])
 async def test_each_control_answers_a_failed_store_as_configured(
         support: dict[str, Any], admitted: bool) -> None:
-    metrics = Metrics()
+    metrics = GatewayMetrics()
     ps = profiles(**support)
     check = guard(FakeStore(fail=True), ps, metrics).admit(ps["support"], CALLER, token(), NOW)
     if admitted:
@@ -137,7 +137,7 @@ async def test_each_control_answers_a_failed_store_as_configured(
         assert caught.value.reason == "STATE_UNAVAILABLE"
     outcome = "admitted" if admitted else "refused"
     assert metrics.value(STATE_FAILURES, profile="support", outcome=outcome) == 1
-    assert "piigate_state_failures_total" in metrics.render()
+    assert b"piigate_state_failures_total{" in metrics.exposition()[0]
 
 
 async def test_the_memory_store_needs_no_waiting_and_no_configured_key() -> None:
@@ -146,7 +146,7 @@ async def test_the_memory_store_needs_no_waiting_and_no_configured_key() -> None
     await memory.admit(ps["support"], CALLER, token(), NOW)
     with pytest.raises(TokenReplayed):
         await memory.admit(ps["support"], CALLER, token(), NOW)
-    assert list(memory.gauges()) == []
+    assert memory.state_health is None  # no shared store: nothing to report
 
 
 async def test_the_memory_store_remembers_a_jti_through_the_leeway_after_exp() -> None:

@@ -65,6 +65,8 @@ export class Detokenized {
     readonly profile: string,
     readonly reason: ReasonName | "",
     readonly fields: readonly Field[],
+    /** The audit event's request id: quote it to find the audit line. */
+    readonly requestId: string = "",
   ) {}
 
   /** The field named `name`, or undefined when it was not disclosed. */
@@ -74,7 +76,12 @@ export class Detokenized {
 
   /** Field names only: values stay out of logs and `JSON.stringify` by accident. */
   toJSON(): Record<string, unknown> {
-    return { tokenId: this.tokenId, profile: this.profile, fields: this.fields.map((f) => f.name) };
+    return {
+      tokenId: this.tokenId,
+      profile: this.profile,
+      requestId: this.requestId,
+      fields: this.fields.map((f) => f.name),
+    };
   }
 }
 
@@ -85,6 +92,10 @@ export interface DetokenizeOptions {
   reason?: ReasonName;
   /** Required with reason "Other", refused otherwise. */
   adhocReason?: string;
+  /** Why this access happens (a ticket reference), for profiles that require one. */
+  purpose?: string;
+  /** launch_patient profiles: the FHIR Patient id in context; must match the token's. */
+  patient?: string;
   /** This call's deadline, milliseconds from now (default: the client's). */
   timeoutMs?: number;
 }
@@ -120,7 +131,13 @@ export class DetokenizationClient {
 
   /** Exchange the user's access token for the fields this caller's profile allows. */
   async detokenize(subjectToken: string, options: DetokenizeOptions = {}): Promise<Detokenized> {
-    const request: DetokenizeRequest = { subjectToken, ...requestShape(options) };
+    const request: DetokenizeRequest = {
+      subjectToken,
+      ...requestShape(options),
+      subject: undefined,
+      actorToken: "",
+      patient: options.patient ?? "",
+    };
     const [metadata, deadline] = await this.#callSetup(options);
     const response = await new Promise<DetokenizeResponse>((resolve, reject) => {
       this.#stub.detokenize(request, metadata, { deadline }, (error, answer) =>
@@ -138,7 +155,38 @@ export class DetokenizationClient {
     subjectTokens: readonly string[],
     options: DetokenizeOptions = {},
   ): Promise<Array<Detokenized | PiigateError>> {
-    const request: BatchDetokenizeRequest = { subjectTokens: [...subjectTokens], ...requestShape(options) };
+    const request: BatchDetokenizeRequest = {
+      subjectTokens: [...subjectTokens],
+      ...requestShape(options),
+      subjects: [],
+      actorToken: "",
+    };
+    return this.#batch(request, options);
+  }
+
+  /**
+   * Support tooling (`on_behalf_of` profiles): customers named by issuer and subject, with
+   * the acting agent's own access token and the ticket as `options.purpose`. The customers'
+   * tokens are never needed: piigate finds their vault tokens by the binding tag.
+   */
+  async detokenizeOnBehalfOf(
+    actorToken: string,
+    subjects: readonly SubjectRef[],
+    options: DetokenizeOptions = {},
+  ): Promise<Array<Detokenized | PiigateError>> {
+    const request: BatchDetokenizeRequest = {
+      subjectTokens: [],
+      ...requestShape(options),
+      subjects: subjects.map((s) => ({ issuer: s.issuer, subject: s.subject })),
+      actorToken,
+    };
+    return this.#batch(request, options);
+  }
+
+  async #batch(
+    request: BatchDetokenizeRequest,
+    options: DetokenizeOptions,
+  ): Promise<Array<Detokenized | PiigateError>> {
     const [metadata, deadline] = await this.#callSetup(options);
     const response = await new Promise<BatchDetokenizeResponse>((resolve, reject) => {
       this.#stub.batchDetokenize(request, metadata, { deadline }, (error, answer) =>
@@ -169,7 +217,15 @@ export class DetokenizationClient {
   }
 }
 
-function requestShape(options: DetokenizeOptions): Omit<DetokenizeRequest, "subjectToken"> {
+/** A customer named without their token: the configured issuer name and their `sub`. */
+export interface SubjectRef {
+  readonly issuer: string;
+  readonly subject: string;
+}
+
+function requestShape(
+  options: DetokenizeOptions,
+): Pick<DetokenizeRequest, "fields" | "reason" | "adhocReason" | "purpose"> {
   if (options.reason !== undefined && !(options.reason in REASON_NUMBERS)) {
     throw new TypeError(`unknown reason ${JSON.stringify(options.reason)}`);
   }
@@ -177,16 +233,20 @@ function requestShape(options: DetokenizeOptions): Omit<DetokenizeRequest, "subj
     fields: [...(options.fields ?? [])],
     reason: options.reason === undefined ? Reason.REASON_UNSPECIFIED : REASON_NUMBERS[options.reason],
     adhocReason: options.adhocReason ?? "",
+    purpose: options.purpose ?? "",
   };
 }
 
 function result(response: DetokenizeResponse | undefined): Detokenized {
-  const answer = response ?? { tokenId: "", profile: "", reason: Reason.REASON_UNSPECIFIED, fields: [] };
+  const answer = response ?? {
+    tokenId: "", profile: "", reason: Reason.REASON_UNSPECIFIED, fields: [], requestId: "",
+  };
   return new Detokenized(
     answer.tokenId,
     answer.profile,
     reasonName(answer.reason),
     answer.fields.map((f) => Object.freeze({ name: f.name, value: f.value, disclosure: disclosureName(f.disclosure) })),
+    answer.requestId,
   );
 }
 

@@ -36,6 +36,8 @@ export class PiigateError extends Error {
   readonly metadata: Readonly<Record<string, string>>;
   /** Seconds to wait before retrying, from a google.rpc.RetryInfo, if one was sent. */
   readonly retryAfterS: number | null;
+  /** The audit event's request id (ErrorInfo metadata `request_id`), or "" without one. */
+  readonly requestId: string;
 
   constructor(
     code: GrpcStatus,
@@ -50,6 +52,7 @@ export class PiigateError extends Error {
     this.reason = reason;
     this.metadata = Object.freeze({ ...metadata });
     this.retryAfterS = retryAfterS;
+    this.requestId = metadata.request_id ?? "";
   }
 }
 

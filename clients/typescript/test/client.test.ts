@@ -61,6 +61,7 @@ describe("disclosure", () => {
     assert.equal(result.get("email")?.disclosure, "masked");
     assert.deepEqual(result.get("user_id"), { name: "user_id", value: "", disclosure: "redacted" });
     assert.ok(!JSON.stringify(result).includes(setup.expect.aliceSsnMasked), "toJSON leaks no value");
+    assert.match(result.requestId, /^[0-9a-f]{32}$/, "the audit event's request id comes back");
   });
 
   test("a field subset is honoured", async () => {
@@ -83,7 +84,10 @@ describe("refusals decode to their ErrorInfo", () => {
     await assert.rejects(caller(setup.callers.support).detokenize(setup.users.carolFhir), (error) => {
       assert.ok(error instanceof PermissionDenied);
       assert.equal(error.reason, "AUDIENCE_NOT_ACCEPTED");
-      assert.deepEqual({ ...error.metadata }, { profile: "support" });
+      const { request_id: requestId, ...rest } = error.metadata;
+      assert.deepEqual(rest, { profile: "support" });
+      assert.match(requestId ?? "", /^[0-9a-f]{32}$/);
+      assert.equal(error.requestId, requestId);
       return true;
     });
   });

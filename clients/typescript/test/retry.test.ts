@@ -38,7 +38,7 @@ const service: DetokenizationServiceServer = {
     if (code !== undefined) {
       callback(refusal(code), null);
     } else {
-      callback(null, { tokenId: "t-1", profile: "scripted", reason: Reason.REASON_UNSPECIFIED, fields: [] });
+      callback(null, { tokenId: "t-1", profile: "scripted", reason: Reason.REASON_UNSPECIFIED, fields: [], requestId: "" });
     }
   },
   batchDetokenize(_call, callback) {

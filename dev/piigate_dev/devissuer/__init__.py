@@ -13,6 +13,7 @@ One module per stage, in the order a request travels:
     assertion  private_key_jwt client assertions (RFC 7523 §3) and their replay memory
     claims     pure token building: claims and header from inputs and a clock reading
     service    `DevIssuer`: config + keys + clock -> signed tokens (the in-process signer)
+    opaque     opaque tokens: the claims kept server-side, introspection answers, revocation
     api        the aiohttp routes and `create_issuer_app`
     remote     a client of a running issuer's `/dev/users/token`
     migration  `migrate_user`: vault object -> vault token -> user access token

@@ -4,7 +4,11 @@
     GET  /.well-known/jwks.json              public keys, `Cache-Control: public, max-age=N`
     POST /oauth/token                        client credentials (RFC 6749 §4.4): Basic,
                                              post or private_key_jwt client auth
-    POST /dev/users/token                    an end user's access token (simulated login)
+    POST /introspect                         token introspection (RFC 7662) of opaque
+                                             tokens, the same client auth
+    POST /dev/users/token                    an end user's access token (simulated login;
+                                             `"token_format": "opaque"` for an opaque one)
+    POST /dev/tokens/revoke                  revoke an opaque token (`{"token": ...}`)
     POST /dev/keys/rotate                    add a key and sign with it; old keys stay published
     POST /dev/keys/retire                    stop publishing every non-current key
 
@@ -33,7 +37,9 @@ from piigate_dev.devissuer.oauth import (
     AUTH_METHODS,
     GRANT_TYPE,
     OAuthError,
+    authenticate_client,
     authorize,
+    parse_introspection_request,
     parse_token_request,
 )
 from piigate_dev.devissuer.service import Clock, DevIssuer
@@ -47,6 +53,8 @@ JWKS_PATH = "/.well-known/jwks.json"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a password
 USER_TOKEN_PATH = "/dev/users/token"  # noqa: S105 - a path
+INTROSPECTION_PATH = "/introspect"
+REVOKE_PATH = "/dev/tokens/revoke"
 MAX_BODY_BYTES = 64 * 1024
 
 # RFC 6749 §5.1: token responses must not be cached.
@@ -70,6 +78,8 @@ async def create_issuer_app(
     app.router.add_get(DISCOVERY_PATH, _discovery)
     app.router.add_get(JWKS_PATH, _jwks)
     app.router.add_post(TOKEN_PATH, _client_token)
+    app.router.add_post(INTROSPECTION_PATH, _introspect)
+    app.router.add_post(REVOKE_PATH, _loopback_only(_revoke, allow_remote))
     app.router.add_post(USER_TOKEN_PATH, _loopback_only(_user_token, allow_remote))
     app.router.add_post("/dev/keys/rotate", _loopback_only(_rotate, allow_remote))
     app.router.add_post("/dev/keys/retire", _loopback_only(_retire, allow_remote))
@@ -89,7 +99,11 @@ def discovery_document(issuer: str, origin: str, algorithms: list[str]) -> dict[
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algorithms,
         "claims_supported": ["iss", "sub", "aud", "azp", "scope", "iat", "exp", "jti"],
+        "introspection_endpoint": origin + INTROSPECTION_PATH,
+        "introspection_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "introspection_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "dev_user_token_endpoint": origin + USER_TOKEN_PATH,
+        "dev_token_revocation_endpoint": origin + REVOKE_PATH,
     }
 
 
@@ -142,7 +156,10 @@ async def _client_token(request: web.Request) -> web.Response:
         grant = authorize(token_request, issuer.config, assertions)
     except OAuthError as exc:
         return _oauth_error(exc)
-    token, lifetime = issuer.sign_client_token(grant, issuer.issuer_for(_origin(request)))
+    client = issuer.config.client(grant.client_id)
+    issue = (issuer.opaque_client_token if client is not None and client.opaque_tokens
+             else issuer.sign_client_token)
+    token, lifetime = issue(grant, issuer.issuer_for(_origin(request)))
     body = {
         "access_token": token,
         "token_type": "Bearer",
@@ -156,13 +173,17 @@ async def _user_token(request: web.Request) -> web.Response:
     issuer = request.app[ISSUER_KEY]
     try:
         body = await _json_body(request)
+        kind = body.pop("token_format", "jwt") if isinstance(body, dict) else "jwt"
+        if kind not in ("jwt", "opaque"):
+            raise RequestRejected("token_format must be 'jwt' or 'opaque'")
         user_request = parse_user_token_request(body, issuer.config.max_token_lifetime_s)
     except RequestRejected as exc:
         return _oauth_error(OAuthError("invalid_request", str(exc)))
     except OAuthError as exc:
         return _oauth_error(exc)
     parts = issuer.user_token_parts(user_request, issuer.issuer_for(_origin(request)))
-    token = issuer.keys.current.sign(parts.claims, parts.header)
+    token = (issuer.opaque.issue(parts.claims, issuer.clock()) if kind == "opaque"
+             else issuer.keys.current.sign(parts.claims, parts.header))
     answer: dict[str, Any] = {
         "access_token": token,
         "token_type": "Bearer",
@@ -171,6 +192,44 @@ async def _user_token(request: web.Request) -> web.Response:
     if user_request.scope is not None:
         answer["scope"] = user_request.scope
     return web.json_response(answer, headers=_NO_STORE)
+
+
+async def _introspect(request: web.Request) -> web.Response:
+    """RFC 7662 §2: the caller authenticates as a client; any client may ask. Unknown,
+    expired and revoked tokens (and this issuer's JWTs, which it does not keep) answer
+    `{"active": false}`."""
+    issuer = request.app[ISSUER_KEY]
+    try:
+        if request.content_type != "application/x-www-form-urlencoded":
+            raise OAuthError("invalid_request", "send application/x-www-form-urlencoded")
+        form = await request.post()
+        token, credentials = parse_introspection_request(
+            list(form.items()), request.headers.get("Authorization")
+        )
+        origin = _origin(request)
+        # RFC 7523 §3: an assertion's audience names this server; this endpoint's URL,
+        # the token endpoint's or the issuer identifier.
+        assertions = AssertionCheck(
+            audiences=frozenset({origin + INTROSPECTION_PATH, origin + TOKEN_PATH,
+                                 issuer.issuer_for(origin)}),
+            now=issuer.clock(),
+            replay=request.app[REPLAY_KEY],
+        )
+        authenticate_client(credentials, issuer.config, assertions)
+    except OAuthError as exc:
+        return _oauth_error(exc)
+    return web.json_response(issuer.opaque.introspect(token, issuer.clock()), headers=_NO_STORE)
+
+
+async def _revoke(request: web.Request) -> web.Response:
+    try:
+        body = await _json_body(request)
+    except OAuthError as exc:
+        return _oauth_error(exc)
+    token = body.get("token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not token:
+        return _oauth_error(OAuthError("invalid_request", "token must be a non-empty string"))
+    return web.json_response({"revoked": request.app[ISSUER_KEY].revoke(token)})
 
 
 async def _rotate(request: web.Request) -> web.Response:

@@ -8,7 +8,11 @@ No I/O, no randomness, no keys: the caller passes `now` (seconds since the epoch
   iat, exp, jti`;
 - an end user's access token after login, with what an Auth0 Action adds: the namespaced
   vault-token claim (one opaque key such as `https://example.com/pii_token`, never a
-  dotted path), `sub, aud, azp, scope, iat, exp, jti`.
+  dotted path), `sub, aud, azp, scope, iat, exp, jti`;
+- the same shape for the people who act for others (`extra_claims`): a support agent's
+  token with Auth0's RBAC `permissions` array (and `acr`, `auth_time`), and a SMART
+  practitioner's token with `user/` scopes and the launch context's `patient` and
+  `fhirUser` claims.
 
 Both carry header `typ: at+jwt` (RFC 9068 §2.1) unless a user token asks for `JWT`.
 """
@@ -71,6 +75,31 @@ class UserTokenRequest:
         if self.iat_offset_s:
             body["iat_offset_s"] = self.iat_offset_s
         return body
+
+
+def extra_claims(
+    *,
+    patient: str | None = None,
+    fhir_user: str | None = None,
+    permissions: tuple[str, ...] = (),
+    acr: str | None = None,
+    auth_time: int | None = None,
+) -> dict[str, Any]:
+    """The `claims` of a user-token request for an agent or a practitioner: SMART launch
+    context (`patient`, `fhirUser`), Auth0-style RBAC `permissions`, and the login's
+    `acr` and `auth_time`; unset ones are left out."""
+    claims: dict[str, Any] = {}
+    if patient is not None:
+        claims["patient"] = patient
+    if fhir_user is not None:
+        claims["fhirUser"] = fhir_user
+    if permissions:
+        claims["permissions"] = list(permissions)
+    if acr is not None:
+        claims["acr"] = acr
+    if auth_time is not None:
+        claims["auth_time"] = auth_time
+    return claims
 
 
 class RequestRejected(ValueError):

@@ -8,6 +8,8 @@ in the issuer reads the environment or holds a plaintext secret. A client that
 authenticates with `private_key_jwt` (RFC 7523 §2.2) registers its public keys instead:
 `jwks = [{ kty = "EC", crv = "P-256", x = "...", y = "...", kid = "..." }]`, public
 members only (a private member is refused), RSA of at least 2048 bits or EC P-256/P-384.
+A client with `token_format = "opaque"` gets opaque client-credentials tokens (checked by
+introspection) instead of JWTs.
 
 Every mistake is reported with its key path (`clients[1].audiences`), all at once.
 """
@@ -64,6 +66,7 @@ class ClientConfig:
     audiences: frozenset[str] | None
     scopes: frozenset[str] | None
     public_jwks: tuple[str, ...] = ()  # private_key_jwt: each registered public JWK, as JSON
+    opaque_tokens: bool = False  # `token_format = "opaque"`: its tokens are introspected
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,7 @@ def _parse_clients(
         before = len(problems)
         known = {
             "client_id", "secret_sha256", "secret_env", "secret_file", "jwks", "audiences",
-            "scopes",
+            "scopes", "token_format",
         }  # fmt: skip
         for key in sorted(set(entry) - known):
             problems.append((f"{path}.{key}", "unknown key"))
@@ -203,8 +206,12 @@ def _parse_clients(
             digest = _secret_digest(entry, path, base_dir, environ, problems)
         audiences = _allowed(entry.get("audiences"), f"{path}.audiences", problems, scope=False)
         scopes = _allowed(entry.get("scopes", []), f"{path}.scopes", problems, scope=True)
+        token_format = entry.get("token_format", "jwt")
+        if token_format not in ("jwt", "opaque"):
+            problems.append((f"{path}.token_format", 'must be "jwt" or "opaque"'))
         if len(problems) == before and isinstance(client_id, str) and (digest or jwks):
-            clients.append(ClientConfig(client_id, digest, audiences, scopes, jwks))
+            clients.append(ClientConfig(client_id, digest, audiences, scopes, jwks,
+                                        opaque_tokens=token_format == "opaque"))  # noqa: S105
     return tuple(clients)
 
 

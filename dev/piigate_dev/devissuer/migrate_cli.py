@@ -44,10 +44,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--binding-key-env", metavar="VAR",
         help="environment variable holding a key for the binding tag's HMAC (optional)",
     )
+    parser.add_argument(
+        "--fhir-patient-id", metavar="ID",
+        help="also tag the vault token as this FHIR Patient (for launch_patient profiles)",
+    )
+    parser.add_argument(
+        "--fhir-base", metavar="URL",
+        help="the FHIR server the Patient id belongs to (default: the issuer's iss); "
+        "the gateway profile's fhir_base must match",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Migrate one user; exit 2 on a usage error, 1 when the vault or issuer fails."""
+    from piigate.identity.launch import FHIR_ID
     from piigate_dev.devissuer.migration import REASONS, VaultCallFailed, VaultTarget
     from piigate_dev.devissuer.remote import IssuerCallFailed
 
@@ -56,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         return _usage(f"--vault-key-env: environment variable {args.vault_key_env} is unset")
     if args.reason not in REASONS or args.reason == "Other":
         return _usage("--reason: must be a Piiano reason other than Other")
+    if args.fhir_patient_id is not None and not FHIR_ID.fullmatch(args.fhir_patient_id):
+        return _usage("--fhir-patient-id: a FHIR id is 1-64 of A-Z a-z 0-9 - .")
+    if args.fhir_base is not None and args.fhir_patient_id is None:
+        return _usage("--fhir-base: only with --fhir-patient-id")
     try:
         record = json.loads(Path(args.record_file).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -106,6 +120,8 @@ def _migrate(
                 reason=args.reason,
                 bind=not args.no_bind,
                 binding_key=binding_key,
+                fhir_patient_id=args.fhir_patient_id,
+                fhir_base=args.fhir_base,
             )
 
     return asyncio.run(go())

@@ -9,7 +9,10 @@ every access token as the namespaced pii claim:
 2. `POST {vault}/api/pvlt/1.0/data/collections/{c}/tokens?reason=R` with
    `[{"type": "pointer", "object": {"id": OBJECT_ID}, "tags": [binding_tag(iss, sub)]}]`
    -> `[{"token_id": TOKEN_ID}]` (a pointer token detokenizes to the object's current
-   values; the tag binds it to this user, see `piigate.vault.binding`);
+   values; the tag binds it to this user, see `piigate.vault.binding`, and is how a
+   support desk's `on_behalf_of` profile finds the user's record without their token).
+   A user who is also a patient of a FHIR server gets `patient_tag(fhir_base, patient
+   id)` on the same token, which is how a clinician's `launch_patient` profile finds it;
 3. an access token for the user carrying TOKEN_ID in the pii claim.
 
 The record's values never appear in an exception, a log line or the result: a vault error
@@ -27,7 +30,7 @@ import aiohttp
 from yarl import URL
 
 from piigate.vault import piiano
-from piigate.vault.binding import binding_tag
+from piigate.vault.binding import binding_tag, patient_tag
 from piigate_dev.devissuer.claims import UserTokenRequest
 from piigate_dev.devissuer.remote import RemoteIssuer, UserTokenSource
 
@@ -100,12 +103,17 @@ async def migrate_user(
     bind: bool = True,
     binding_key: bytes | None = None,
     azp: str | None = None,
+    fhir_patient_id: str | None = None,
+    fhir_base: str | None = None,
 ) -> MigratedUser:
     """Store `record` in the vault, tokenize it, and mint the user's access token.
 
     `issuer` is an in-process `DevIssuer` or the base URL of a running dev issuer.
     `bind=False` leaves the binding tag off the vault token; `binding_key` keys its hash
     (the gateway must then be given the same key: the issuer's `binding_key_env`).
+    `fhir_patient_id` also tags the token with the patient tag of that FHIR Patient id,
+    namespaced by `fhir_base` (default: the issuer's `iss`; the gateway's `fhir_base` must
+    say the same) and keyed by `binding_key` (the practitioners' issuer's key).
     """
     if reason not in REASONS:
         raise ValueError(f"reason must be one of {', '.join(sorted(REASONS))}")
@@ -121,8 +129,11 @@ async def migrate_user(
         raise VaultCallFailed("add object", 200, None, "unexpected answer shape")
 
     tokenize: dict[str, Any] = {"type": "pointer", "object": {"id": object_id}}
-    if bind:
-        tokenize["tags"] = [binding_tag(iss, subject, binding_key)]
+    tags = [binding_tag(iss, subject, binding_key)] if bind else []
+    if fhir_patient_id is not None:
+        tags.append(patient_tag(fhir_base or iss, fhir_patient_id, binding_key))
+    if tags:
+        tokenize["tags"] = tags
     tokens = await _post(http, vault, "tokenize", "tokens", reason, adhoc_reason, [tokenize])
     token_id = (
         tokens[0].get("token_id")

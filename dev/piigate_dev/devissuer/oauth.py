@@ -1,4 +1,5 @@
-"""The client-credentials grant (RFC 6749 §4.4): request parsing and the grant decision.
+"""The client-credentials grant (RFC 6749 §4.4): request parsing and the grant decision;
+and the client authentication the introspection endpoint (RFC 7662 §2.1) shares with it.
 
 Pure: parameters and the Authorization header in, a `Grant` or an `OAuthError` out. The
 HTTP adapter (`api`) only decodes the body and renders the result.
@@ -44,6 +45,10 @@ GRANT_TYPE = "client_credentials"
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 _PARAMETERS = frozenset({
     "grant_type", "client_id", "client_secret", "audience", "scope", "client_assertion_type",
+    "client_assertion",
+})  # fmt: skip
+_INTROSPECTION_PARAMETERS = frozenset({
+    "token", "token_type_hint", "client_id", "client_secret", "client_assertion_type",
     "client_assertion",
 })  # fmt: skip
 _NO_SUCH_CLIENT = hashlib.sha256(b"\x00no such client").digest()
@@ -93,21 +98,52 @@ def parse_token_request(
     params: Iterable[tuple[str, object]], authorization: str | None
 ) -> TokenRequest:
     """Parse the body's parameters (in order, repeats included) and the Authorization header."""
+    values = _values(params, _PARAMETERS)
+    grant_type = values.get("grant_type")
+    if not grant_type:
+        raise OAuthError("invalid_request", "grant_type is required")
+    if grant_type != GRANT_TYPE:
+        raise OAuthError("unsupported_grant_type", "only client_credentials is supported")
+    return _with_credentials(grant_type, values, authorization)
+
+
+def parse_introspection_request(
+    params: Iterable[tuple[str, object]], authorization: str | None
+) -> tuple[str, TokenRequest]:
+    """RFC 7662 §2.1: the token asked about and the calling client's credentials, given
+    as for the token endpoint (rule 2); `token_type_hint` is accepted and not needed."""
+    values = _values(params, _INTROSPECTION_PARAMETERS)
+    token = values.pop("token", "")
+    values.pop("token_type_hint", None)
+    if not token:
+        raise OAuthError("invalid_request", "token is required")
+    return token, _with_credentials("", values, authorization)
+
+
+def authenticate_client(
+    request: TokenRequest, config: IssuerConfig, assertions: AssertionCheck
+) -> ClientConfig:
+    """The client a request authenticates (rule 3), with no grant: what the introspection
+    endpoint requires of its callers (RFC 7662 §2.1)."""
+    return _authenticate(request, config, assertions)
+
+
+def _values(params: Iterable[tuple[str, object]], known: frozenset[str]) -> dict[str, str]:
     values: dict[str, str] = {}
     for name, value in params:
-        if name not in _PARAMETERS:
+        if name not in known:
             continue  # §3.2: unrecognized parameters are ignored
         if name in values:
             raise OAuthError("invalid_request", f"parameter {name} is repeated")
         if not isinstance(value, str):
             raise OAuthError("invalid_request", f"parameter {name} must be a string")
         values[name] = value
-    grant_type = values.get("grant_type")
-    if not grant_type:
-        raise OAuthError("invalid_request", "grant_type is required")
-    if grant_type != GRANT_TYPE:
-        raise OAuthError("unsupported_grant_type", "only client_credentials is supported")
+    return values
 
+
+def _with_credentials(
+    grant_type: str, values: dict[str, str], authorization: str | None
+) -> TokenRequest:
     used_basic = authorization is not None and authorization[:6].lower() == "basic "
     if "client_assertion" in values or "client_assertion_type" in values:
         return _assertion_request(grant_type, values, used_basic)

@@ -59,7 +59,14 @@ class RemoteIssuer:
 
     async def user_token(self, request: UserTokenRequest) -> str:
         """`POST /dev/users/token` and return the access token."""
-        answer = await self._call("POST", "/dev/users/token", request.to_json())
+        return await self._user_token(request.to_json())
+
+    async def opaque_user_token(self, request: UserTokenRequest) -> str:
+        """The same, as an opaque token the issuer answers for by introspection."""
+        return await self._user_token({**request.to_json(), "token_format": "opaque"})
+
+    async def _user_token(self, body: dict[str, object]) -> str:
+        answer = await self._call("POST", "/dev/users/token", body)
         token = answer.get("access_token")
         if not isinstance(token, str) or not token:
             raise IssuerCallFailed("issuing a user token", error="no access_token in the answer")

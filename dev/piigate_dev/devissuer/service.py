@@ -24,6 +24,7 @@ from piigate_dev.devissuer.claims import (
 from piigate_dev.devissuer.config import IssuerConfig
 from piigate_dev.devissuer.keys import KeyRing
 from piigate_dev.devissuer.oauth import Grant
+from piigate_dev.devissuer.opaque import OpaqueTokens
 
 Clock = Callable[[], float]
 
@@ -38,7 +39,8 @@ def issuer_from_base_url(base_url: str) -> str:
 
 
 class DevIssuer:
-    """Signs client-credentials and user access tokens with the key ring's current key."""
+    """Signs client-credentials and user access tokens with the key ring's current key, or
+    issues them as opaque references (`opaque`, answered by introspection)."""
 
     def __init__(
         self,
@@ -52,6 +54,7 @@ class DevIssuer:
         self.clock = clock
         self._new_jti = new_jti
         self._bound: str | None = None
+        self.opaque = OpaqueTokens()
 
     def __repr__(self) -> str:
         return f"DevIssuer(issuer={self.config.issuer or self._bound!r}, keys={self.keys!r})"
@@ -93,11 +96,29 @@ class DevIssuer:
         parts = self.user_token_parts(request, issuer)
         return self.keys.current.sign(parts.claims, parts.header)
 
+    def opaque_user_token(self, request: UserTokenRequest, issuer: str | None = None) -> str:
+        """An opaque end-user access token standing for the same claims."""
+        return self.opaque.issue(self.user_token_parts(request, issuer).claims, self.clock())
+
     def sign_client_token(self, grant: Grant, issuer: str | None = None) -> tuple[str, int]:
         """A signed client-credentials token and its lifetime in seconds."""
+        parts = self._client_token_parts(grant, issuer)
+        return self.keys.current.sign(parts.claims, parts.header), (
+            self.config.client_token_lifetime_s)
+
+    def opaque_client_token(self, grant: Grant, issuer: str | None = None) -> tuple[str, int]:
+        """An opaque client-credentials token and its lifetime in seconds."""
+        parts = self._client_token_parts(grant, issuer)
+        return self.opaque.issue(parts.claims, self.clock()), self.config.client_token_lifetime_s
+
+    def revoke(self, token: str) -> bool:
+        """Revoke an opaque token (a JWT cannot be revoked here); whether it was live."""
+        return self.opaque.revoke(token)
+
+    def _client_token_parts(self, grant: Grant, issuer: str | None) -> TokenParts:
         key = self.keys.current
         lifetime = self.config.client_token_lifetime_s
-        parts = build_client_token(
+        return build_client_token(
             issuer=issuer or self.issuer,
             client_id=grant.client_id,
             audience=grant.audience,
@@ -108,7 +129,6 @@ class DevIssuer:
             kid=key.kid,
             alg=key.alg,
         )
-        return key.sign(parts.claims, parts.header), lifetime
 
     # The `UserTokenSource` interface used by `migration.migrate_user`.
     async def issuer_id(self) -> str:

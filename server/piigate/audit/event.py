@@ -1,15 +1,19 @@
 """Stage 9: the audit event. One JSON line per decision, allowed or denied.
 
-An event says who (caller, subject as `iss` + `sub`, `jti`), what (vault token id,
-fields and how each was disclosed), why (reason), under which profile, and the outcome
-with its error reason. It holds no PII values and no tokens: the vault token id is a
-pointer, not data. PII is returned only after its event is written (fail closed: an
-audit sink that cannot write stops disclosure, as HashiCorp Vault does).
+An event says who (caller, subject as `iss` + `sub`, `jti`; and when someone acts for
+the subject, the actor as `iss` + `sub`: the support agent, the practitioner), what (vault
+token id, fields and how each was disclosed), why (reason, and the operator's purpose
+such as a ticket reference), under which profile, and the outcome with its error reason.
+For a SMART launch patient the subject is the FHIR server (`fhir_base`, or the
+practitioner's issuer) and the Patient id. It holds no PII values and no tokens: the
+vault token id is a pointer, not data. PII is returned only after its event is written
+(fail closed: an audit sink that cannot write stops disclosure, as HashiCorp Vault does).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -43,6 +47,9 @@ class AuditEvent:
     profile: str | None = None
     reason: str | None = None
     adhoc_reason: str | None = None
+    actor_iss: str | None = None  # who acted for the subject (on_behalf_of, launch_patient)
+    actor_sub: str | None = None
+    purpose: str | None = None  # the operator's purpose (a ticket reference); never PII
     fields: Sequence[FieldDisclosure] = field(default_factory=tuple)
     error_reason: str | None = None
     event: str = "disclosure"
@@ -94,12 +101,18 @@ class AuditFacts:
     token_id: str | None = None
     reason: str | None = None
     adhoc_reason: str | None = None
+    actor_iss: str | None = None
+    actor_sub: str | None = None
+    purpose: str | None = None
+    #: When the call began on a monotonic clock, for its duration metric (`started` is
+    #: the gateway's clock, which tests move; it dates the event).
+    began: float = field(default_factory=time.perf_counter)
 
     def for_item(self, request_id: str) -> AuditFacts:
         """The facts of one item of a call: the caller's, under the item's own id."""
         return AuditFacts(
             request_id, self.started, self.batch_id, self.caller, self.caller_issuer,
-            self.caller_peer, self.profile,
+            self.caller_peer, self.profile, began=self.began,
         )
 
     def event(
@@ -116,6 +129,7 @@ class AuditFacts:
             caller_peer=self.caller_peer, subject_iss=self.subject_iss,
             subject_sub=self.subject_sub, jti=self.jti, token_id=self.token_id,
             profile=self.profile, reason=self.reason, adhoc_reason=self.adhoc_reason,
+            actor_iss=self.actor_iss, actor_sub=self.actor_sub, purpose=self.purpose,
             fields=tuple(fields), error_reason=error_reason, event=event,
         )
 

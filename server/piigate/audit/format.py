@@ -33,8 +33,8 @@ from piigate import strictjson
 from piigate.audit.event import JSON_ENCODER
 
 GENESIS_HASH = "0" * 64
-# Audit lines are small (no PII, a bounded field list, adhoc_reason <= 256 chars); a line
-# longer than this is not one of ours.
+# Audit lines are small (no PII, a bounded field list, adhoc_reason <= 256 chars, purpose
+# <= 128); a line longer than this is not one of ours.
 MAX_LINE_BYTES = 64 * 1024
 REPAIR_EVENT = "audit_repair"
 

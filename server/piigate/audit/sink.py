@@ -21,6 +21,9 @@ Rules (the format's own are in `piigate.audit.format`, the file's in `piigate.au
    recovery: the disk took a real line again. The task ends on recovery or at close.
 5. A stream (stdout) cannot be cut back: after one failure its sink refuses every later
    write, as the tail is then unknown.
+
+Timed (`time_with`): each `write` until it returns or raises (fsync wait included), and
+each fsync on its own, with whether it succeeded.
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ from piigate.audit.trail import Disk, Tail, TrailFile, TrailStream
 from piigate.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
+#: `(succeeded, seconds)` of one write or one fsync.
+Timing = Callable[[bool, float], None]
+
+
+def _untimed(_ok: bool, _seconds: float) -> None:
+    return None
 
 
 class ChainedJsonLinesSink:
@@ -79,6 +88,8 @@ class ChainedJsonLinesSink:
         self._cut_to: int | None = None  # a cut owed to the file
         self._marker: tuple[int, int] | None = None  # (generation, mark) of one written
         self._recovering: asyncio.Task[None] | None = None
+        self._write_timing: Timing = _untimed
+        self._fsync_timing: Timing = _untimed
         if tail.torn_sha256 is not None:
             self._health.torn(tail.torn_bytes, tail.torn_sha256)
 
@@ -129,9 +140,22 @@ class ChainedJsonLinesSink:
         """Call `listener(healthy)` on the event loop at each change of `healthy`."""
         self._health.add_listener(listener)
 
+    def time_with(self, write: Timing, fsync: Timing) -> None:
+        """Report each write's and each fsync's outcome and duration (metrics)."""
+        self._write_timing, self._fsync_timing = write, fsync
+
     async def write(self, event: AuditEvent) -> None:
         """Append `event`'s chained line; with fsync, return once it is on disk. Raises
         AuditUnavailable when the line cannot be written or made durable."""
+        started = time.perf_counter()
+        try:
+            await self._write(event)
+        except BaseException:
+            self._write_timing(False, time.perf_counter() - started)
+            raise
+        self._write_timing(True, time.perf_counter() - started)
+
+    async def _write(self, event: AuditEvent) -> None:
         if self._closed:
             raise AuditUnavailable() from ValueError("write to a closed audit sink")
         if self._health.failure is not None and self._marker is None:
@@ -219,11 +243,14 @@ class ChainedJsonLinesSink:
         failure counts, not only OSError: what reached the disk is then unknown.
         """
         covers = (self._generation, self._written, self._end, self._last_hash)
+        started = time.perf_counter()
         try:
             await asyncio.to_thread(self._trail.sync)
         except Exception as exc:
+            self._fsync_timing(False, time.perf_counter() - started)
             self._sync_failed(exc)
         else:
+            self._fsync_timing(True, time.perf_counter() - started)
             self._synced(*covers)
         finally:
             self._syncing = None  # before the waiters wake: they may start the next one

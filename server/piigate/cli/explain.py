@@ -1,14 +1,19 @@
-"""`piigate explain`: what the gateway would decide for a caller and a subject token,
-check by check and field by field, without calling the vault.
+"""`piigate explain`: what the gateway would decide for a caller and a subject token (or,
+for an `on_behalf_of` profile, an agent's token and the customer it names), check by
+check and field by field, without calling the vault.
 
     piigate explain --config piigate.toml --caller support-tool --subject-token-file t.jwt
+    piigate explain --config piigate.toml --caller support-console \
+        --actor-token-file agent.jwt --subject-issuer auth0 --subject 'auth0|123' \
+        --purpose 'TICKET-4711'
 
 It is how an operator tests a profile change before shipping it. The subject token is
 verified for real (its issuer's keys are fetched), and the decision is the gateway's own
 code: the caller's profile (`ProfileIndex.select`) and the pipeline's decision sequence
-(`piigate.pipeline.SubjectDecider`), run with a report so that every check is recorded
-rather than stopping at the first refusal. Only the abuse limits, the vault call and the
-audit event are left out. Output names claims, checks, profiles and fields, never a token
+(`piigate.identity.resolution.SubjectDecider`), run with a report so that every check is recorded
+rather than stopping at the first refusal. Only the abuse limits, the vault call (and so
+whether a named subject or launch patient has a record) and the audit event are left
+out. Output names claims, checks, profiles and fields, never a token
 or a claim's value beyond the subject and issuer. Exit status: 0 would be allowed, 1 would
 be denied, 2 bad usage.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +35,7 @@ from piigate.config import GatewayConfig, Profile
 from piigate.errors import GatewayError, StepUpRequired
 from piigate.identity.caller import Caller
 from piigate.identity.peer import PeerIdentity
-from piigate.pipeline import SubjectDecider
+from piigate.identity.resolution import Item, SubjectDecider, SubjectRef
 from piigate.policy.decision import Check, Checks, DisclosureRequest
 from piigate.policy.profiles import ProfileIndex
 from piigate.tokens.verifier import TokenVerifier
@@ -72,12 +78,13 @@ def _line(check: Check) -> str:
 async def explain(
     config: GatewayConfig,
     caller: Caller,
-    subject_token: str,
+    item: Item | str,
     request: DisclosureRequest,
     now: float,
     verifier: TokenVerifier,
 ) -> Report:
-    """The report for `caller` presenting `subject_token` with `request`."""
+    """The report for `caller` presenting `item` (a subject token, or an `Item` naming
+    its subject and actor) with `request`."""
     report = Report()
     try:
         profile = ProfileIndex(config.profiles).select(caller)
@@ -88,11 +95,11 @@ async def explain(
     checks = Checks(report.checks)
     decider = SubjectDecider(verifier, {i.name: i for i in config.issuers})
     try:
-        await decider.decide(profile, subject_token, request, now, AuditFacts("explain", now),
-                             checks)
+        await decider.decide(profile, item, request, now, AuditFacts("explain", now), checks)
     except GatewayError as exc:
         if not any(c.refusal is exc for c in report.checks):  # the token itself failed
-            report.checks.append(Check("subject token verified", exc))
+            role = "actor" if profile.subject_resolution == "on_behalf_of" else "subject"
+            report.checks.append(Check(f"{role} token verified", exc))
             return report
     _name_the_reason(report, profile, request)
     _explain_fields(report, profile, request, checks)
@@ -148,9 +155,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="gateway TOML config")
     parser.add_argument("--caller", required=True, help="the caller's client id")
     parser.add_argument("--peer", help="the caller's SPIFFE ID (mTLS), if it has one")
-    token = parser.add_mutually_exclusive_group(required=True)
-    token.add_argument("--subject-token", help="the end user's access token")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--subject-token", help="the end user's (or practitioner's) token")
     token.add_argument("--subject-token-file", type=Path, help="a file holding it")
+    actor = parser.add_mutually_exclusive_group()
+    actor.add_argument("--actor-token", help="on_behalf_of: the agent's own access token")
+    actor.add_argument("--actor-token-file", type=Path, help="a file holding it")
+    parser.add_argument("--subject-issuer", metavar="NAME",
+                        help="on_behalf_of: the customer's issuer (its configured name)")
+    parser.add_argument("--subject", metavar="SUB", help="on_behalf_of: the customer's sub")
+    parser.add_argument("--purpose", default="", help="the call's purpose (a ticket reference)")
+    parser.add_argument("--patient", default="", help="SMART: the FHIR Patient id in context")
     parser.add_argument("--field", action="append", default=[], dest="fields",
                         help="a field to ask for; repeat (default: all the profile allows)")
     parser.add_argument("--reason", help="Piiano reason (default: the profile's)")
@@ -161,28 +176,40 @@ def run(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return 2
-    token = (args.subject_token if args.subject_token is not None
-             else args.subject_token_file.read_text().strip())
+    token = _token(args.subject_token, args.subject_token_file)
+    actor = _token(args.actor_token, args.actor_token_file)
+    if not token and not actor:
+        print("piigate explain: give --subject-token(-file) or --actor-token(-file)",
+              file=sys.stderr)
+        return 2
+    named = (SubjectRef(args.subject_issuer or "", args.subject or "")
+             if args.subject_issuer is not None or args.subject is not None else None)
     peer = (PeerIdentity(spiffe_id=args.peer, uri_sans=(args.peer,), dns_sans=())
             if args.peer else None)
     caller = Caller(args.caller, None, peer)
-    request = DisclosureRequest(tuple(args.fields), args.reason, args.adhoc_reason)
-    report = asyncio.run(_explain(config, caller, token, request))
+    request = DisclosureRequest(tuple(args.fields), args.reason, args.adhoc_reason,
+                                args.purpose, args.patient)
+    report = asyncio.run(_explain(config, caller, Item(token, named, actor), request))
     print(f"explain: caller {args.caller}" + (f" ({args.peer})" if args.peer else ""))
     print(report.render())
     return 0 if report.denied_by is None else 1
 
 
+def _token(text: str | None, path: Path | None) -> str:
+    if text is not None:
+        return text
+    return path.read_text().strip() if path is not None else ""
+
+
 async def _explain(
-    config: GatewayConfig, caller: Caller, token: str, request: DisclosureRequest
+    config: GatewayConfig, caller: Caller, token: Item, request: DisclosureRequest
 ) -> Report:
-    from piigate.bootstrap import issuer_policy, key_source
+    from piigate.bootstrap import issuer_source, token_verifier
 
     async with aiohttp.ClientSession() as session:
-        sources = {i.name: key_source(i, session, time.time) for i in config.issuers}
-        verifier = TokenVerifier(
-            {i.issuer: (issuer_policy(i), sources[i.name]) for i in config.issuers}, time.time
-        )
+        sources = {i.name: issuer_source(i, session, time.time, config.proxies)
+                   for i in config.issuers}
+        verifier = token_verifier(config.issuers, sources, time.time)
         try:
             return await explain(config, caller, token, request, time.time(), verifier)
         finally:

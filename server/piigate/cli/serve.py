@@ -1,4 +1,5 @@
-"""`piigate serve`: run the gateway until SIGTERM/SIGINT, then drain in-flight calls."""
+"""`piigate serve`: run the gateway until SIGTERM/SIGINT, then drain in-flight calls;
+SIGHUP reloads secret and TLS files."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from piigate.audit.trail import AuditChainError
 from piigate.cli.check_config import load_or_report
 from piigate.cli.workers import cpu_count, supervise
 from piigate.config import GatewayConfig
-from piigate.transport.addresses import AddressInUse, ListenAddress, parse_listen
+from piigate.telemetry import logs
+from piigate.transport.addresses import (
+    AddressInUse,
+    ListenAddress,
+    listeners_clash,
+    parse_listen,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,28 +31,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     parser.add_argument(
+        "--log-format", choices=["json", "text"],
+        help="overrides telemetry.log_format (default json: one object per line on stderr)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=1,
         help="gateway processes sharing the port (0: one per available core)",
     )
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--metrics-dir", type=Path, help=argparse.SUPPRESS)  # the supervisor's
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logs.configure(args.log_level, args.log_format or "json")
     config = load_or_report(args.config)
     if config is None:
+        return 2
+    if args.log_format is None and config.telemetry.log_format != "json":
+        logs.configure(args.log_level, config.telemetry.log_format)
+    metrics = config.server.metrics_listen
+    if args.listen is not None and metrics is not None and listeners_clash(args.listen, metrics):
+        # check-config refuses this pair in the file; --listen is only known here.
+        print(f"--listen {args.listen}: the same port as server.metrics_listen ({metrics}): "
+              "gRPC and metrics need a port each", file=sys.stderr)
         return 2
     workers = args.workers if args.workers > 0 else cpu_count()
     if workers > 1 and args.worker_index is None:
         listen = args.listen or config.server.listen
-        return supervise(args.config, listen, workers, ["--log-level", args.log_level])
+        passed = ["--log-level", args.log_level]
+        if args.log_format is not None:
+            passed += ["--log-format", args.log_format]
+        return supervise(args.config, listen, workers, passed, config.server.metrics_listen)
     try:
         with asyncio.Runner(loop_factory=loop_factory(config.server.event_loop)) as runner:
-            runner.run(_serve(config, args.listen, args.worker_index))
+            runner.run(_serve(config, args.listen, args.worker_index, args.metrics_dir))
     except AuditChainError as exc:
         print(f"audit: {exc}", file=sys.stderr)
         return 2
@@ -65,15 +84,18 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def _serve(
-    config: GatewayConfig, listen: ListenAddress | None, worker: int | None
+    config: GatewayConfig, listen: ListenAddress | None, worker: int | None,
+    metrics_dir: Path | None = None,
 ) -> None:
     from piigate.bootstrap import start_gateway  # the gRPC stack is imported only to serve
 
-    gateway = await start_gateway(config, listen=listen, worker=worker)
+    gateway = await start_gateway(config, listen=listen, worker=worker, metrics_dir=metrics_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP: re-read vault API key files and TLS files now (they are also polled).
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload)
     host = (listen or config.server.listen).host
     shown = f"[{host}]" if ":" in host else host
     print(f"listening on {shown}:{gateway.port}", flush=True)

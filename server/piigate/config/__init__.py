@@ -6,8 +6,12 @@ a profile names the environment variable or file that holds its vault API key, a
 package is the only place that reads either (style lesson 4).
 
 `model` holds the frozen result; `reader` the problem-collecting walker; `issuers` and
-`profiles` their sections; `load` the file and the cross-section checks. A complete
-annotated example is in README.md ("Configuration").
+`profiles` their sections (`introspection` an opaque issuer's keys); `load` the file and
+the cross-section checks; `message_size` whether a full batch fits in one gRPC message;
+`secrets` who may read a key file and how secret files are reloaded (SIGHUP, on change);
+`network` the proxies the environment names and TLS to the vault. A
+complete annotated example is in README.md ("Configuration"), and a test holds it to every
+key the loader accepts.
 """
 
 from piigate.config.load import load_config, parse_config
@@ -16,17 +20,21 @@ from piigate.config.model import (
     DEFAULT_PII_TOKEN_CLAIM,
     PIIANO_REASONS,
     PROPERTY_NAME,
+    SUBJECT_RESOLUTIONS,
     AbuseLimits,
+    ActorRule,
     AuditConfig,
     CallerConfig,
     ConfigError,
     Disposition,
     GatewayConfig,
+    IntrospectionConfig,
     IssuerConfig,
     JwksConfig,
     Profile,
     ServerConfig,
     StepUp,
+    SubjectResolution,
     TlsConfig,
     TypRule,
     VaultConfig,
@@ -37,17 +45,21 @@ __all__ = [
     "DEFAULT_PII_TOKEN_CLAIM",
     "PIIANO_REASONS",
     "PROPERTY_NAME",
+    "SUBJECT_RESOLUTIONS",
     "AbuseLimits",
+    "ActorRule",
     "AuditConfig",
     "CallerConfig",
     "ConfigError",
     "Disposition",
     "GatewayConfig",
+    "IntrospectionConfig",
     "IssuerConfig",
     "JwksConfig",
     "Profile",
     "ServerConfig",
     "StepUp",
+    "SubjectResolution",
     "TlsConfig",
     "TypRule",
     "VaultConfig",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from piigate.config.issuers import read_issuers
+from piigate.config.message_size import DEFAULT_MAX_REQUEST_BYTES, check_batch_fits
 from piigate.config.model import (
     AuditConfig,
     CallerConfig,
@@ -20,16 +21,19 @@ from piigate.config.model import (
     TlsConfig,
     VaultConfig,
 )
-from piigate.config.profiles import read_profiles
-from piigate.config.reader import Reader, http_url, milliseconds, non_empty, positive
+from piigate.config.network import VAULT_TLS_KEYS, read_proxies, read_vault_tls
+from piigate.config.profiles import check_profile_issuers, read_profiles
+from piigate.config.reader import Reader, http_url, milliseconds, non_empty, one_of, positive
+from piigate.config.secrets import key_file_problem
 from piigate.config.state import read_state
-from piigate.transport.addresses import ListenAddress, parse_listen
+from piigate.config.telemetry import read_telemetry
+from piigate.transport.addresses import ListenAddress, listeners_clash, parse_listen
 
 _SERVER_KEYS = {
     "listen", "request_timeout_ms", "max_request_bytes", "max_metadata_bytes",
     "max_concurrent_rpcs", "handler_threads", "shutdown_grace_s", "tls_cert_file", "tls_key_file",
     "metrics_listen", "tls_client_ca_file", "tls_require_client_auth", "max_batch_size",
-    "event_loop",
+    "event_loop", "reload_interval_s",
 }  # fmt: skip
 
 
@@ -39,26 +43,33 @@ def parse_config(
     """Validate parsed TOML into a frozen GatewayConfig, or raise ConfigError listing
     every problem."""
     r = Reader(environ, base_dir)
-    r.unknown_keys(data, {"server", "caller", "vault", "audit", "issuers", "profiles", "state"},
+    r.unknown_keys(data, {"server", "caller", "vault", "audit", "issuers", "profiles", "state",
+                          "telemetry"},
                    "")
     server = _read_server(r, data)
+    check_batch_fits(r, server.max_batch_size, server.max_request_bytes)
     issuers = read_issuers(r, data)
     caller = _read_caller(r, data, issuers)
     vault = _read_vault(r, data)
     audit = _read_audit(r, data)
     profiles = read_profiles(r, data)
+    check_profile_issuers(r, profiles, issuers)
     mtls = server.tls is not None and server.tls.require_client_auth
     for profile in profiles:
         if profile.peers and not mtls:
             r.problem(f"profiles.{profile.name}.peers", "needs server.tls_client_ca_file "
                       "(client certificates are only verified with mutual TLS)")
-    if server.metrics_listen is not None and _clash(server.listen, server.metrics_listen):
+    if server.metrics_listen is not None and listeners_clash(server.listen,
+                                                                server.metrics_listen):
         r.problem("server.metrics_listen", f"the same port as server.listen "
                   f"({server.listen}): gRPC and metrics need a port each")
     state = read_state(r, data)
+    telemetry = read_telemetry(r, data)
+    proxies = read_proxies(r)
     if r.problems:
         raise ConfigError(r.problems)
-    return GatewayConfig(server, caller, vault, audit, issuers, profiles, state)
+    return GatewayConfig(server, caller, vault, audit, issuers, profiles, state,
+                         proxies=proxies, telemetry=telemetry)
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -91,16 +102,6 @@ def parse_toml(raw: bytes, source: str) -> dict[str, Any]:
         raise ConfigError([f"{source}: not valid TOML: nested too deeply"]) from exc
 
 
-_WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared, never bound
-
-
-def _clash(a: ListenAddress, b: ListenAddress) -> bool:
-    """Whether two listeners would ask for the same socket (port 0 never clashes: the
-    kernel picks a free port each time)."""
-    return (a.port == b.port != 0
-            and (a.host == b.host or a.host in _WILDCARDS or b.host in _WILDCARDS))
-
-
 def _listen(r: Reader, t: Mapping[str, Any], key: str, default: str | None) -> ListenAddress | None:
     text = r.get(t, key, "server", str, default)
     if text is None:
@@ -120,7 +121,8 @@ def _read_server(r: Reader, data: Mapping[str, Any]) -> ServerConfig:
         tls=_read_tls(r, t),
         request_timeout_s=r.get(t, "request_timeout_ms", "server", int, 3000, milliseconds)
         / 1000,
-        max_request_bytes=r.get(t, "max_request_bytes", "server", int, 64 * 1024, positive),
+        max_request_bytes=r.get(t, "max_request_bytes", "server", int,
+                                DEFAULT_MAX_REQUEST_BYTES, positive),
         max_metadata_bytes=r.get(t, "max_metadata_bytes", "server", int, 8 * 1024, positive),
         max_concurrent_rpcs=r.get(t, "max_concurrent_rpcs", "server", int, 1024, positive),
         shutdown_grace_s=r.get(t, "shutdown_grace_s", "server", float, 10.0, positive),
@@ -128,9 +130,10 @@ def _read_server(r: Reader, data: Mapping[str, Any]) -> ServerConfig:
         max_batch_size=r.get(t, "max_batch_size", "server", int, 100, positive),
         handler_threads=r.get(t, "handler_threads", "server", int, 256,
                               lambda v: None if 1 <= v <= 1024 else "must be 1..1024"),
+        reload_interval_s=r.get(t, "reload_interval_s", "server", float, 5.0,
+                                lambda s: None if 0 <= s <= 3600 else "must be 0..3600"),
         event_loop=r.get(t, "event_loop", "server", str, "uvloop",  # type: ignore[arg-type]
-                         lambda v: None if v in ("uvloop", "asyncio") else
-                         "must be uvloop or asyncio"),
+                         one_of("uvloop", "asyncio")),
     )
 
 
@@ -153,6 +156,8 @@ def _read_tls(r: Reader, t: Mapping[str, Any]) -> TlsConfig | None:
     for name, file in files.items():
         if file is not None:
             r.existing_file(file, f"server.{name}")
+    if (problem := key_file_problem(key, str(texts["tls_key_file"]))) is not None:
+        r.problem("server.tls_key_file", problem)
     return TlsConfig(cert, key, ca, require)
 
 
@@ -163,7 +168,8 @@ def _read_caller(
     r.unknown_keys(c, {"audience", "issuers", "required_scopes"}, "caller")
     caller = CallerConfig(
         audience=r.get(c, "audience", "caller", str, "piigate", non_empty),
-        issuers=r.strings(c, "issuers", "caller", tuple(i.name for i in issuers)),
+        issuers=r.strings(c, "issuers", "caller",
+                          tuple(i.name for i in issuers if i.introspection is None)),
         required_scopes=frozenset(r.strings(c, "required_scopes", "caller", ())),
     )
     by_name = {i.name: i for i in issuers}
@@ -171,6 +177,9 @@ def _read_caller(
         issuer = by_name.get(name)
         if issuer is None:
             r.problem("caller.issuers", f"{name!r} is not the name of a configured issuer")
+        elif issuer.introspection is not None:
+            r.problem("caller.issuers", f"{name!r} has token_format = \"opaque\": caller "
+                      "credentials are JWTs (opaque tokens are introspected for subjects only)")
         elif not issuer.caller_audience_in_token and not caller.required_scopes:
             # Such tokens (Cognito client credentials) name no audience, so nothing would
             # tie a caller credential to piigate; a required scope does.
@@ -184,7 +193,7 @@ def _read_vault(r: Reader, data: Mapping[str, Any]) -> VaultConfig:
     v = r.table(data, "vault", "vault")
     r.unknown_keys(v, {"url", "timeout_ms", "max_connections", "max_response_bytes",
                        "coalesce", "coalesce_wait_us", "coalesce_max_batch",
-                       "coalesce_max_inflight"}, "vault")
+                       "coalesce_max_inflight", *VAULT_TLS_KEYS}, "vault")
     return VaultConfig(
         url=(r.get(v, "url", "vault", str, None, http_url) or "").rstrip("/"),
         timeout_s=r.get(v, "timeout_ms", "vault", int, 2000, milliseconds) / 1000,
@@ -198,6 +207,7 @@ def _read_vault(r: Reader, data: Mapping[str, Any]) -> VaultConfig:
                                  lambda n: None if 1 <= n <= 1000 else "must be 1..1000"),
         coalesce_max_inflight=r.get(v, "coalesce_max_inflight", "vault", int, 2,
                                     lambda n: None if 1 <= n <= 64 else "must be 1..64"),
+        tls=read_vault_tls(r, v),
     )
 
 
@@ -208,7 +218,7 @@ def _read_audit(r: Reader, data: Mapping[str, Any]) -> AuditConfig:
     path: Path | None = None
     if sink == "file":
         path = r.file_path(r.get(a, "path", "audit", str), "audit.path")
-    elif sink != "stdout":
-        r.problem("audit.sink", "must be stdout or file")
+    elif message := one_of("stdout", "file")(sink):
+        r.problem("audit.sink", message)
     fsync = r.get(a, "fsync", "audit", bool, False)
     return AuditConfig(sink=sink, path=path, fsync=fsync)  # type: ignore[arg-type]

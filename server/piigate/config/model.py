@@ -9,13 +9,20 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
+from piigate.config.network import VaultTlsFiles
 from piigate.config.presets import IssuerKind, TypRuleName
 from piigate.config.state import StateConfig
+from piigate.config.telemetry import TelemetryConfig
 from piigate.identity.peer import PeerSelector
 from piigate.transport.addresses import ListenAddress
+from piigate.transport.proxies import DIRECT, Proxies
 from piigate.vault.piiano import REASONS
 
 Disposition = Literal["raw", "mask", "redact"]
+# Whose data a call is about (see piigate.identity.resolution).
+SubjectResolution = Literal["token_claim", "on_behalf_of", "launch_patient"]
+SUBJECT_RESOLUTIONS: tuple[SubjectResolution, ...] = ("token_claim", "on_behalf_of",
+                                                      "launch_patient")
 TypRule = TypRuleName
 
 PIIANO_REASONS = REASONS
@@ -57,6 +64,7 @@ class ServerConfig:
     max_batch_size: int = 100  # subject tokens in one BatchDetokenize call
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     handler_threads: int = 256  # grpc handler threads; each holds one call until it is answered
+    reload_interval_s: float = 5.0  # how often secret and TLS files are checked (0: SIGHUP only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +84,7 @@ class VaultConfig:
     coalesce_wait_s: float = 0.002  # the longest a request waits for a busy shape's batch
     coalesce_max_batch: int = 64
     coalesce_max_inflight: int = 2  # calls per shape under way before requests gather
+    tls: VaultTlsFiles | None = None  # [vault] ca_file, client_cert_file, client_key_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +107,27 @@ class JwksConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IntrospectionConfig:
+    """How an opaque-token issuer's tokens are checked: RFC 7662 introspection with
+    piigate's own client credentials (see piigate.tokens.introspection)."""
+
+    endpoint: str | None  # None: `introspection_endpoint` of the openid-configuration
+    client_id: str
+    client_secret: str = field(repr=False)  # client_secret_basic; "" with a private key
+    private_key: str = field(repr=False)  # private_key_jwt: a PEM; "" with a secret
+    key_id: str | None = None  # the assertion's `kid`
+    algorithm: str = "RS256"  # the assertion's `alg`
+    assertion_audience: str | None = None  # None: the introspection endpoint's URL
+    cache_s: float = 60.0  # an answer is kept at most this long (and never past its exp)
+    timeout_s: float = 3.0
+    token_prefix: str | None = None  # routes tokens starting with it to this issuer
+
+    @property
+    def auth_method(self) -> Literal["client_secret_basic", "private_key_jwt"]:
+        return "private_key_jwt" if self.private_key else "client_secret_basic"
+
+
+@dataclass(frozen=True, slots=True)
 class IssuerConfig:
     name: str
     kind: IssuerKind
@@ -108,7 +138,7 @@ class IssuerConfig:
     leeway_s: int
     max_lifetime_s: int | None
     max_age_s: int | None
-    pii_token_claim: str
+    pii_token_claim: tuple[str, ...]  # a claim name, or a path of names into nested objects
     client_id_claims: tuple[str, ...]
     scope_claims: tuple[str, ...]
     audience_claims: tuple[str, ...]
@@ -120,6 +150,9 @@ class IssuerConfig:
     # Keys the binding tag's hash (HMAC-SHA-256) so it cannot be recomputed from iss+sub
     # by anyone without the key; must match the key the tokenizing Action used.
     binding_key: bytes | None = field(default=None, repr=False)
+    # "opaque": tokens are not JWTs but references, checked by introspection.
+    token_format: Literal["jwt", "opaque"] = "jwt"  # noqa: S105 - a format, not a secret
+    introspection: IntrospectionConfig | None = None  # set exactly when opaque
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +178,26 @@ class AbuseLimits:
     distinct_window_s: float
     # With a shared store (`[state]`) that fails: refuse (default) or admit unlimited.
     on_store_failure: Literal["fail_closed", "fail_open"] = "fail_closed"
+    # Per actor (the support agent, the practitioner) as well as per caller: one console
+    # serves many agents, and each agent's own reach is capped on its own.
+    actor_per_s: float | None = None
+    actor_burst: int = 10
+    actor_distinct_subjects: int | None = None  # per actor within distinct_window_s
+
+
+@dataclass(frozen=True, slots=True)
+class ActorRule:
+    """`on_behalf_of`: who may act for a customer. The actor token must come from one of
+    `issuers` and carry `permission` in the claim at `permission_claim`, and, when set, an
+    `acr` among `acr` and an `auth_time` at most `max_auth_age_s` old."""
+
+    issuers: frozenset[str]  # configured issuer names
+    # A path: one opaque key (`permissions`, a namespaced URL) or keys into nested objects
+    # (`realm_access`, `roles`); never a dotted string split on dots.
+    permission_claim: tuple[str, ...]
+    permission: str
+    acr: frozenset[str] = frozenset()
+    max_auth_age_s: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +220,12 @@ class Profile:
     require_launch_patient: bool = False  # SMART: the token must carry a `patient` claim
     step_up: Mapping[str, StepUp] = field(default_factory=lambda: MappingProxyType({}))
     limits: AbuseLimits | None = None
+    subject_resolution: SubjectResolution = "token_claim"
+    actor: ActorRule | None = None  # set exactly for on_behalf_of
+    subject_issuers: frozenset[str] = frozenset()  # on_behalf_of: whose customers
+    purpose_required: bool = False  # the call must carry a purpose (a ticket reference)
+    fhir_base: str | None = None  # launch_patient: the patient tag's namespace (None: iss)
+    vault_api_key_file: Path | None = None  # the file, when it came from one (reloaded)
 
     def __repr__(self) -> str:  # never print the key
         return f"Profile(name={self.name!r}, collection={self.collection!r})"
@@ -181,3 +240,5 @@ class GatewayConfig:
     issuers: tuple[IssuerConfig, ...]
     profiles: tuple[Profile, ...]
     state: StateConfig = field(default_factory=StateConfig)
+    proxies: Proxies = DIRECT  # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, read once
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)

@@ -2,31 +2,44 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from piigate.config.issuers import MAX_CLAIM_PATH
 from piigate.config.model import (
     PIIANO_REASONS,
     PROPERTY_NAME,
+    SUBJECT_RESOLUTIONS,
     AbuseLimits,
+    ActorRule,
     Disposition,
+    IssuerConfig,
     Profile,
     StepUp,
 )
-from piigate.config.reader import Reader, non_empty, positive
+from piigate.config.reader import Reader, did_you_mean, non_empty, one_of, positive
 from piigate.identity.peer import PeerSelector, SelectorInvalid, parse_selector
-from piigate.policy.smart_scopes import check_required
+from piigate.policy.smart_scopes import check_required, parse_scope
 
 _KEYS = {
     "callers", "audiences", "required_scopes", "reasons", "default_reason", "collection",
     "fields", "vault_api_key_env", "vault_api_key_file", "one_time_tokens", "peers",
-    "bind_tokens", "require_launch_patient", "step_up", "limits",
+    "bind_tokens", "require_launch_patient", "step_up", "limits", "subject_resolution",
+    "actor_issuers", "actor_permission_claim", "actor_permission", "actor_acr",
+    "actor_max_auth_age_s", "subject_issuers", "purpose_required", "fhir_base",
 }  # fmt: skip
+_ACTOR_KEYS = ("actor_issuers", "actor_permission_claim", "actor_permission", "actor_acr",
+               "actor_max_auth_age_s", "subject_issuers")
+_ACTOR_LIMIT_KEYS = ("actor_per_s", "actor_burst", "actor_distinct_subjects")
+# A claim name with a URI scheme is namespaced: one key, dots and all.
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _STEP_UP_KEYS = {"reasons", "acr", "max_auth_age_s", "otherwise"}
 _LIMIT_KEYS = {
     "caller_per_s", "caller_burst", "subject_per_s", "subject_burst", "distinct_subjects",
-    "distinct_window_s", "on_store_failure",
+    "distinct_window_s", "on_store_failure", *_ACTOR_LIMIT_KEYS,
 }  # fmt: skip
 
 
@@ -62,7 +75,7 @@ def _read_profile(r: Reader, name: str, t: Mapping[str, Any], p: str) -> Profile
     for reason in reasons:
         if reason not in PIIANO_REASONS:
             r.problem(f"{p}.reasons", f"{reason!r} is not a vault reason; use one of "
-                      f"{', '.join(PIIANO_REASONS)}")
+                      f"{', '.join(PIIANO_REASONS)}{did_you_mean(reason, PIIANO_REASONS)}")
     default_reason = r.get(t, "default_reason", p, str, reasons[0] if reasons else "")
     if reasons and default_reason not in reasons:
         r.problem(f"{p}.default_reason", "must be one of the profile's reasons")
@@ -72,7 +85,9 @@ def _read_profile(r: Reader, name: str, t: Mapping[str, Any], p: str) -> Profile
     for scope in check_required(required_scopes):
         r.problem(f"{p}.required_scopes", f"{scope!r} is not a valid SMART scope")
     fields = _fields(r, t, p)
-    return Profile(
+    resolution = r.get(t, "subject_resolution", p, str, "token_claim",
+                       one_of(*SUBJECT_RESOLUTIONS))
+    profile = Profile(
         name=name,
         callers=frozenset(r.strings(t, "callers", p, ())),
         audiences=frozenset(audiences),
@@ -82,13 +97,108 @@ def _read_profile(r: Reader, name: str, t: Mapping[str, Any], p: str) -> Profile
         collection=r.get(t, "collection", p, str, None, non_empty),
         fields=fields,
         vault_api_key=r.secret(t, "vault_api_key", p),
+        vault_api_key_file=r.secret_file(t, "vault_api_key"),
         one_time_tokens=r.get(t, "one_time_tokens", p, bool, False),
         peers=_peers(r, t, p),
         bind_tokens=r.get(t, "bind_tokens", p, bool, False),
         require_launch_patient=r.get(t, "require_launch_patient", p, bool, False),
         step_up=_step_up(r, t, p, fields, frozenset(reasons)),
         limits=_limits(r, t, p),
+        subject_resolution=resolution,  # type: ignore[arg-type]  # checked above
+        actor=_actor(r, t, p) if resolution == "on_behalf_of" else None,
+        subject_issuers=frozenset(r.strings(t, "subject_issuers", p, ())),
+        purpose_required=r.get(t, "purpose_required", p, bool, resolution == "on_behalf_of"),
+        fhir_base=r.get(t, "fhir_base", p, str, None, non_empty) if "fhir_base" in t else None,
     )
+    _check_resolution(r, t, p, profile)
+    return profile
+
+
+def _actor(r: Reader, t: Mapping[str, Any], p: str) -> ActorRule:
+    issuers = r.strings(t, "actor_issuers", p, ())
+    if not issuers:
+        r.problem(f"{p}.actor_issuers", "on_behalf_of needs the issuers (by name) whose "
+                  "tokens the acting agents hold")
+    if not t.get("subject_issuers"):  # its type is checked where it is read
+        r.problem(f"{p}.subject_issuers", "on_behalf_of needs the issuers (by name) whose "
+                  "users may be looked up")
+    if "actor_permission" not in t:
+        r.problem(f"{p}.actor_permission", "on_behalf_of needs the permission (or role) an "
+                  "agent's token must carry, e.g. \"support:verify\"")
+    return ActorRule(
+        issuers=frozenset(issuers),
+        permission_claim=_claim_path(r, t, p),
+        permission=r.get(t, "actor_permission", p, str, "", non_empty)
+        if "actor_permission" in t else "",
+        acr=frozenset(r.strings(t, "actor_acr", p, ())),
+        max_auth_age_s=r.get(t, "actor_max_auth_age_s", p, int, None, positive)
+        if "actor_max_auth_age_s" in t else None,
+    )
+
+
+def _claim_path(r: Reader, t: Mapping[str, Any], p: str) -> tuple[str, ...]:
+    """A string is one claim name, taken whole (`permissions`, `groups`, a namespaced
+    `https://example.com/roles`); an array is a path into nested objects (Keycloak:
+    `["realm_access", "roles"]`). As for `pii_token_claim`, a dotted string that is not a
+    URI reads like a path but would match no token: it is refused with both spellings."""
+    full = f"{p}.actor_permission_claim"
+    value = t.get("actor_permission_claim", "permissions")
+    if isinstance(value, list) and 0 < len(value) <= MAX_CLAIM_PATH \
+            and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    if not isinstance(value, str) or not value:
+        r.problem(full, "must be a claim name, or an array of names (a path into nested "
+                  f"claims, e.g. [\"realm_access\", \"roles\"]; at most {MAX_CLAIM_PATH})")
+    elif "." in value and not _URI_SCHEME.match(value):
+        r.problem(full, f"{value!r} looks like a path but is one claim name: for the nested "
+                  f"claim write {json.dumps(value.split('.'))}; for a claim whose name holds "
+                  f"a dot write [{json.dumps(value)}]")
+    return (value,) if isinstance(value, str) and value else ("permissions",)
+
+
+def _check_resolution(r: Reader, t: Mapping[str, Any], p: str, profile: Profile) -> None:
+    """Keys that belong to another resolution are mistakes, not silently ignored."""
+    resolution = profile.subject_resolution
+    if resolution != "on_behalf_of":
+        for key in (k for k in _ACTOR_KEYS if k in t):
+            r.problem(f"{p}.{key}", "only for subject_resolution = \"on_behalf_of\"")
+    if resolution != "launch_patient" and "fhir_base" in t:
+        r.problem(f"{p}.fhir_base", "only for subject_resolution = \"launch_patient\"")
+    limits = t.get("limits")
+    if resolution == "token_claim" and isinstance(limits, dict):
+        for key in (k for k in _ACTOR_LIMIT_KEYS if k in limits):
+            r.problem(f"{p}.limits.{key}", "per-actor limits need an actor: subject_resolution "
+                      "= \"on_behalf_of\" or \"launch_patient\"")
+    if resolution == "token_claim":
+        return
+    if profile.bind_tokens:
+        r.problem(f"{p}.bind_tokens", f"{resolution} finds the vault token by its tag "
+                  "already; bind_tokens is for token_claim")
+    if resolution == "on_behalf_of":
+        if profile.one_time_tokens:
+            r.problem(f"{p}.one_time_tokens", "an agent's token serves many lookups; "
+                      "one-time tokens are for token_claim and launch_patient")
+        if profile.require_launch_patient:
+            r.problem(f"{p}.require_launch_patient", "is for SMART tokens, not on_behalf_of")
+        return
+    clinical = [s for s in map(parse_scope, profile.required_scopes)
+                if s is not None and s.context in ("user", "patient")]
+    if not clinical:
+        r.problem(f"{p}.required_scopes", "launch_patient needs a SMART user/ or patient/ "
+                  "scope, e.g. \"user/Patient.rs\" (v1 user/Patient.read grants it too)")
+
+
+def check_profile_issuers(r: Reader, profiles: tuple[Profile, ...],
+                          issuers: tuple[IssuerConfig, ...]) -> None:
+    """Every issuer a profile names is configured (a cross-section check)."""
+    names = {i.name for i in issuers}
+    for profile in profiles:
+        named = [("actor_issuers", profile.actor.issuers if profile.actor else frozenset()),
+                 ("subject_issuers", profile.subject_issuers)]
+        for key, wanted in named:
+            for name in sorted(wanted - names):
+                r.problem(f"profiles.{profile.name}.{key}", f"{name!r} is not a configured "
+                          "issuer name")
 
 
 def _step_up(r: Reader, t: Mapping[str, Any], p: str, fields: Mapping[str, Disposition],
@@ -105,9 +215,7 @@ def _step_up(r: Reader, t: Mapping[str, Any], p: str, fields: Mapping[str, Dispo
         step_reasons = frozenset(r.strings(table, "reasons", q, ()))
         for reason in sorted(step_reasons - reasons):
             r.problem(f"{q}.reasons", f"{reason!r} is not one of the profile's reasons")
-        otherwise = r.get(table, "otherwise", q, str, "mask")
-        if otherwise not in ("mask", "redact", "refuse"):
-            r.problem(f"{q}.otherwise", "must be one of mask, redact, refuse")
+        otherwise = r.get(table, "otherwise", q, str, "mask", one_of("mask", "redact", "refuse"))
         rules[name] = StepUp(
             reasons=step_reasons,
             acr=frozenset(r.strings(table, "acr", q, ())),
@@ -136,9 +244,10 @@ def _limits(r: Reader, t: Mapping[str, Any], p: str) -> AbuseLimits | None:
         distinct_subjects=optional("distinct_subjects", int),
         distinct_window_s=r.get(table, "distinct_window_s", q, float, 3600.0, positive),
         on_store_failure=r.get(table, "on_store_failure", q, str,  # type: ignore[arg-type]
-                               "fail_closed",
-                               lambda v: None if v in ("fail_closed", "fail_open") else
-                               "must be fail_closed or fail_open"),
+                               "fail_closed", one_of("fail_closed", "fail_open")),
+        actor_per_s=optional("actor_per_s", float),
+        actor_burst=r.get(table, "actor_burst", q, int, 10, positive),
+        actor_distinct_subjects=optional("actor_distinct_subjects", int),
     )
 
 
@@ -158,8 +267,8 @@ def _fields(r: Reader, t: Mapping[str, Any], p: str) -> Mapping[str, Disposition
     for field, disposition in table.items():
         if not PROPERTY_NAME.match(field):
             r.problem(f"{p}.fields.{field}", "is not a valid vault property name")
-        if disposition not in ("raw", "mask", "redact"):
-            r.problem(f"{p}.fields.{field}", "must be one of raw, mask, redact")
+        if message := one_of("raw", "mask", "redact")(disposition):
+            r.problem(f"{p}.fields.{field}", message)
             continue
         fields[field] = disposition
     if not table:

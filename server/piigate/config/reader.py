@@ -7,14 +7,16 @@ is one more problem with its key path, like any other mistake.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yarl
 
+from piigate.config.secrets import SecretFileInvalid, read_secret_file
 from piigate.transport.addresses import is_loopback_host
 
 T = TypeVar("T")
@@ -25,8 +27,6 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 # Linux's NAME_MAX and PATH_MAX: a longer name cannot be opened, so say so up front.
 NAME_MAX_BYTES = 255
 PATH_MAX_BYTES = 4096
-# A secret is an API key or a binding key; anything longer is not one (e.g. /dev/zero).
-SECRET_MAX_BYTES = 64 * 1024
 
 
 class Reader:
@@ -48,9 +48,11 @@ class Reader:
             return {}
         return value
 
-    def unknown_keys(self, data: Mapping[str, Any], allowed: set[str], path: str) -> None:
-        for key in sorted(set(data) - allowed):
-            self.problem(f"{path}.{key}" if path else key, "unknown key")
+    def unknown_keys(self, data: Mapping[str, Any], allowed: Collection[str], path: str) -> None:
+        """Report every key of `data` outside `allowed`, with the closest allowed key."""
+        for key in sorted(set(data) - set(allowed)):
+            full = f"{path}.{key}" if path else key
+            self.problem(full, f"unknown key{did_you_mean(key, allowed)}")
 
     def get(
         self,
@@ -111,23 +113,17 @@ class Reader:
         file_path = self.file_path(file_name, f"{path}.{file_key}")
         if file_path is None:
             return ""
-        try:
-            with file_path.open("rb") as file:
-                raw = file.read(SECRET_MAX_BYTES + 1)
-        except OSError as exc:
-            self.problem(f"{path}.{file_key}", f"cannot read {file_name}: {exc.strerror}")
+        try:  # refused unless private (piigate.config.secrets)
+            return read_secret_file(file_path, file_name)
+        except SecretFileInvalid as exc:
+            self.problem(f"{path}.{file_key}", str(exc))
             return ""
-        if len(raw) > SECRET_MAX_BYTES:
-            self.problem(f"{path}.{file_key}", f"{file_name} is larger than 64 KiB")
-            return ""
-        try:
-            value = raw.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            self.problem(f"{path}.{file_key}", f"{file_name} is not UTF-8 text")
-            return ""
-        if not value:
-            self.problem(f"{path}.{file_key}", f"{file_name} is empty")
-        return value
+
+    def secret_file(self, data: Mapping[str, Any], stem: str) -> Path | None:
+        """The file `<stem>_file` names, for reloading it later (None when the secret
+        comes from the environment); only meaningful once `secret` found no problem."""
+        name = data.get(f"{stem}_file")
+        return self.base_dir / name if isinstance(name, str) and name else None
 
     def file_path(self, text: str | None, full: str) -> Path | None:
         """`text` (a path from the file, relative to its directory) as a Path, or None
@@ -206,6 +202,33 @@ def http_url(value: str) -> str | None:
     if url.scheme == "http" and not is_loopback_host(url.host):
         return "must use https unless the host is loopback"
     return None
+
+
+def did_you_mean(typed: object, allowed: Collection[str]) -> str:
+    """`; did you mean 'x'?` naming the allowed word closest to `typed`, or "" when none is
+    close. Only a word from `allowed` is ever quoted, never what the file says (a value
+    may be something pasted by mistake, even a secret)."""
+    if not isinstance(typed, str):
+        return ""
+    # difflib's default cutoff (0.6) finds `auth0` for `auth0x` and `max_batch_size` for
+    # `max_batch_sise`, and nothing for an unrelated word. Compared case-insensitively, so
+    # `File` finds `file`; the suggestion keeps the allowed word's own spelling.
+    by_folded = {word.casefold(): word for word in sorted(allowed)}
+    close = difflib.get_close_matches(typed.casefold(), list(by_folded), n=1)
+    return f"; did you mean {by_folded[close[0]]!r}?" if close else ""
+
+
+def one_of(*allowed: str) -> Callable[[str], str | None]:
+    """A `check` for `Reader.get`: the value must be one of `allowed` (an enum-like key);
+    the problem names the choices and the closest one."""
+
+    def check(value: str) -> str | None:
+        if value in allowed:
+            return None
+        choices = " or ".join(allowed) if len(allowed) == 2 else f"one of {', '.join(allowed)}"
+        return f"must be {choices}{did_you_mean(value, allowed)}"
+
+    return check
 
 
 def non_empty(value: str) -> str | None:

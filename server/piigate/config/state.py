@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from piigate.config.reader import Reader, milliseconds, non_empty
+from piigate.config.reader import Reader, milliseconds, non_empty, one_of
 
 Backend = Literal["memory", "redis"]
 # A key shorter than this is guessable; 32 characters of a random secret is 128+ bits.
@@ -69,8 +69,8 @@ def read_state(r: Reader, data: Mapping[str, Any]) -> StateConfig:
         for name in sorted(_REDIS_ONLY & set(t)):
             r.problem(f"state.{name}", 'applies only with backend = "redis"')
         return StateConfig("memory", None, key)
-    if backend != "redis":
-        r.problem("state.backend", "must be memory or redis")
+    if message := one_of("memory", "redis")(backend):
+        r.problem("state.backend", message)
         return StateConfig()
     if key is None:
         r.problem("state.subject_key_env", "backend redis needs subject_key_env or "

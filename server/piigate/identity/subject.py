@@ -1,6 +1,8 @@
 """Stage 3: the end user's access token (`subject_token`).
 
-Verified against its issuer's keys like the caller's credential; the audience is not
+Verified against its issuer's keys like the caller's credential, or, from an issuer with
+`token_format = "opaque"`, by introspection (the caller's credential is always a JWT,
+so only an authenticated caller can make piigate introspect anything); the audience is not
 checked here but by the caller's profile (stage 4), which knows which audiences the
 calling service may cash in.
 """
@@ -22,7 +24,7 @@ async def verify_subject(verifier: TokenVerifier, subject_token: str) -> Verifie
     if not subject_token:
         raise SubjectTokenMissing()
     try:
-        return await verifier.verify(subject_token)
+        return await verifier.verify(subject_token, accept_opaque=True)
     except TokenRejected as exc:
         raise exc.for_role(SUBJECT_ROLE) from exc
 

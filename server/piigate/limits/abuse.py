@@ -1,7 +1,9 @@
 """Stage 6: abuse limits, after the decision and before the vault.
 
 Per profile: a token bucket per caller and per subject, a cap on how many different users
-one caller may ask for within a window (bulk harvesting), and one-time subject tokens.
+one caller may ask for within a window (bulk harvesting), and one-time subject tokens; for
+a call with an actor (the support agent of `on_behalf_of`, the practitioner of
+`launch_patient`), a bucket and a distinct-subject cap per actor as well.
 The stage builds one `Admission` per request with every check its profile needs and asks
 its store once (`piigate.limits.store`): in process memory (the default), or a shared
 Redis so every replica enforces one policy (`[state] backend = "redis"`). A profile that
@@ -53,8 +55,8 @@ from piigate.limits.store import (
     StateKeys,
     StoreFailure,
 )
+from piigate.telemetry.metrics import GatewayMetrics
 from piigate.tokens.verification import MAX_LEEWAY_S, VerifiedToken
-from piigate.transport.metrics import Gauge, Metrics
 
 STATE_FAILURES = "piigate_state_failures_total"
 DEFAULT_TIMEOUT_S = 0.25
@@ -70,6 +72,8 @@ class _Plan:
     distinct: DistinctCap | None
     one_time: bool
     fail_open: bool
+    actor_rate: Rate | None = None
+    actor_distinct: DistinctCap | None = None
 
 
 class AbuseGuard:
@@ -82,7 +86,7 @@ class AbuseGuard:
         *,
         store: LimitStore | None = None,
         subject_key: bytes | None = None,
-        metrics: Metrics | None = None,
+        metrics: GatewayMetrics | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         state_health: health.StateHealth | None = None,
     ) -> None:
@@ -92,14 +96,12 @@ class AbuseGuard:
         self._timeout_s = timeout_s
         self._metrics = metrics
         self._health = state_health
-        if metrics is not None:
-            metrics.counter(STATE_FAILURES, "calls decided without the shared state store, "
-                            "by profile and outcome (refused: fail closed; admitted: fail open)")
         self._plans = {p.name: plan for p in profiles if (plan := _plan(p, keys)) is not None}
 
     @classmethod
     def from_config(cls, profiles: Iterable[Profile], state: StateConfig,
-                    clock: Callable[[], float], metrics: Metrics | None = None) -> AbuseGuard:
+                    clock: Callable[[], float],
+                    metrics: GatewayMetrics | None = None) -> AbuseGuard:
         """The guard `[state]` asks for: in memory, or on the shared Redis."""
         replay = ReplayGuard(clock)
         if state.redis is None:
@@ -107,34 +109,42 @@ class AbuseGuard:
         from piigate.limits.redis_store import RedisStore  # only a redis gateway needs it
 
         state_health = health.StateHealth()
-        return cls(profiles, replay, store=RedisStore(state.redis, state_health),
+        observe = metrics.state_store_call if metrics is not None else None
+        return cls(profiles, replay, store=RedisStore(state.redis, state_health, observe),
                    subject_key=state.subject_key, metrics=metrics,
                    timeout_s=state.redis.command_timeout_s, state_health=state_health)
 
     async def admit(
-        self, profile: Profile, caller: Caller, subject: VerifiedToken, now: float,
-        timeout_s: float | None = None,
+        self, profile: Profile, caller: Caller, token: VerifiedToken, now: float,
+        timeout_s: float | None = None, *, subject: tuple[str, str] | None = None,
+        actor: tuple[str, str] | None = None,
     ) -> None:
         """Raise RateLimited, DistinctSubjectsExceeded, TokenReplayed or StateUnavailable;
-        else admit. The store call takes at most the configured command timeout, and at most
-        `timeout_s` (what the call's deadline leaves); the memory store never waits."""
+        else admit. `token` is the token presented (its `jti` is the one-time marker);
+        `subject` (iss, sub) is whose data, by default the token's own; `actor` (iss, sub)
+        who acts for them, if anyone. The store call takes at most the configured command
+        timeout, and at most `timeout_s` (what the call's deadline leaves); the memory
+        store never waits."""
         plan = self._plans.get(profile.name)
         if plan is None:
             return
         once = None
         if plan.one_time:
-            if subject.jti is None:
+            if token.jti is None:
                 raise TokenClaimMissing({"claim": "jti", "token_role": "subject"})
             # Remembered past `exp` by the largest leeway: verification still accepts the
             # token that long, so forgetting it at `exp` would let it be replayed.
-            once = OneTimeUse(self._keys.token(subject.issuer, subject.jti),
-                              subject.expires_at + MAX_LEEWAY_S, subject.issuer, subject.jti)
+            once = OneTimeUse(self._keys.token(token.issuer, token.jti),
+                              token.expires_at + MAX_LEEWAY_S, token.issuer, token.jti)
+        whose = subject or (token.issuer, token.subject)
         admission = Admission(
             profile=profile.name, profile_tag=plan.tag, now=now,
             caller=self._keys.caller(_caller_id(caller)),
-            subject=self._keys.subject(subject.issuer, subject.subject),
+            subject=self._keys.subject(*whose),
             caller_rate=plan.caller_rate, subject_rate=plan.subject_rate,
             distinct=plan.distinct, once=once,
+            actor=self._keys.actor(*actor) if actor is not None else None,
+            actor_rate=plan.actor_rate, actor_distinct=plan.actor_distinct,
         )
         try:
             verdict = await self._store.admit(
@@ -143,11 +153,13 @@ class AbuseGuard:
         except StoreFailure:
             self._store_failed(profile.name, plan)
             return
-        if verdict.refused in ("caller", "subject"):
+        if verdict.refused in ("caller", "subject", "actor"):
             raise RateLimited(verdict.retry_after_s,
                               {"profile": profile.name, "limit": str(verdict.refused)})
-        if verdict.refused == "distinct":
-            raise DistinctSubjectsExceeded({"profile": profile.name})
+        if verdict.refused in ("distinct", "actor_distinct"):
+            raise DistinctSubjectsExceeded({
+                "profile": profile.name,
+                "limit": "actor" if verdict.refused == "actor_distinct" else "caller"})
         if verdict.refused == "replayed":
             raise TokenReplayed({"token_role": "subject"})
 
@@ -155,8 +167,7 @@ class AbuseGuard:
         """Fail open (return) only where the profile allows it; one-time tokens never."""
         admitted = plan.fail_open and not plan.one_time
         if self._metrics is not None:
-            self._metrics.inc(STATE_FAILURES, profile=profile,
-                              outcome="admitted" if admitted else "refused")
+            self._metrics.state_failure(profile, "admitted" if admitted else "refused")
         if not admitted:
             raise StateUnavailable({"profile": profile})
 
@@ -165,8 +176,10 @@ class AbuseGuard:
         if self._health is not None:
             await health.watch(self._store, self._health, health_servicer, self._timeout_s)
 
-    def gauges(self) -> Iterable[Gauge]:
-        return self._health.gauges() if self._health is not None else ()
+    @property
+    def state_health(self) -> health.StateHealth | None:
+        """The shared store's health (None for the memory store), for metrics."""
+        return self._health
 
     async def aclose(self) -> None:
         await self._store.aclose()
@@ -176,8 +189,12 @@ def _plan(profile: Profile, keys: StateKeys) -> _Plan | None:
     limits = profile.limits
     if limits is None and not profile.one_time_tokens:
         return None
-    caller_rate = subject_rate = distinct = None
+    caller_rate = subject_rate = distinct = actor_rate = actor_distinct = None
     if limits is not None:
+        if limits.actor_per_s is not None:
+            actor_rate = Rate(limits.actor_per_s, limits.actor_burst)
+        if limits.actor_distinct_subjects is not None:
+            actor_distinct = DistinctCap(limits.actor_distinct_subjects, limits.distinct_window_s)
         if limits.caller_per_s is not None:
             caller_rate = Rate(limits.caller_per_s, limits.caller_burst)
         if limits.subject_per_s is not None:
@@ -185,12 +202,13 @@ def _plan(profile: Profile, keys: StateKeys) -> _Plan | None:
         if limits.distinct_subjects is not None:
             distinct = DistinctCap(limits.distinct_subjects, limits.distinct_window_s)
     if caller_rate is None and subject_rate is None and distinct is None and \
-            not profile.one_time_tokens:
+            actor_rate is None and actor_distinct is None and not profile.one_time_tokens:
         return None
     return _Plan(
         tag=keys.profile(profile.name), caller_rate=caller_rate, subject_rate=subject_rate,
         distinct=distinct, one_time=profile.one_time_tokens,
         fail_open=limits is not None and limits.on_store_failure == "fail_open",
+        actor_rate=actor_rate, actor_distinct=actor_distinct,
     )
 
 

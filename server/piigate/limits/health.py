@@ -1,4 +1,5 @@
-"""The shared store's health: the gRPC health service `piigate.state` and its gauges.
+"""The shared store's health: the gRPC health service `piigate.state`, and what the
+metrics read (`piigate_state_ready`, `piigate_state_store_failures_total`, ...).
 
 Every request's outcome updates it at once (a failed call turns it NOT_SERVING, the next
 answer SERVING again), and `watch` pings the store while nothing else does, backing off
@@ -15,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Protocol
 
 from grpc_health.v1 import health_pb2
 
 from piigate.limits.store import StoreFailure
-from piigate.transport.metrics import Gauge
 
 log = logging.getLogger(__name__)
 STATE_SERVICE = "piigate.state"
@@ -71,14 +71,6 @@ class StateHealth:
     def _notify(self) -> None:
         for listener in self._listeners:
             listener(self.ready)
-
-    def gauges(self) -> Iterable[Gauge]:
-        yield Gauge("piigate_state_ready", "1 when the shared state store answers", {},
-                    float(self.ready))
-        yield Gauge("piigate_state_store_failures", "calls to the shared store that failed",
-                    {}, self.failures)
-        yield Gauge("piigate_state_store_recoveries", "returns of the shared store", {},
-                    self.recoveries)
 
     def report(self) -> dict[str, object]:
         return {"ready": self.ready, "failures": self.failures, "recoveries": self.recoveries,

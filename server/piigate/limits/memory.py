@@ -22,7 +22,7 @@ class MemoryStore:
     def __init__(self, replay: ReplayGuard) -> None:
         self._replay = replay
         self._limiters: dict[str, RateLimiter] = {}
-        self._windows: dict[str, DistinctSubjectWindow] = {}
+        self._windows: dict[tuple[str, str], DistinctSubjectWindow] = {}
 
     async def admit(self, admission: Admission, timeout_s: float) -> Verdict:
         return self.admit_now(admission)
@@ -30,16 +30,22 @@ class MemoryStore:
     def admit_now(self, a: Admission) -> Verdict:
         """The same checks, synchronously (see `piigate.limits.store` for the order)."""
         caller_key, subject_key = (a.profile, a.caller), (a.profile, a.subject)
-        if a.caller_rate is not None or a.subject_rate is not None:
+        actor_key = (a.profile, a.actor) if a.actor is not None else None
+        actor_rate = a.actor_rate if actor_key is not None else None
+        if a.caller_rate is not None or a.subject_rate is not None or actor_rate is not None:
             limiter = self._limiter(a)
-            decision = limiter.check(caller_key, subject_key, a.now)
+            decision = limiter.check(caller_key, subject_key, a.now, actor_key)
             if not decision.allowed:
                 assert decision.limit is not None
                 return Verdict(decision.limit, decision.retry_after_s)
         if a.distinct is not None:
-            window = self._window(a.profile, a.distinct)
+            window = self._window(a.profile, "caller", a.distinct)
             if not window.observe(caller_key, a.subject, a.now):
                 return Verdict("distinct")
+        if a.actor_distinct is not None and actor_key is not None:
+            window = self._window(a.profile, "actor", a.actor_distinct)
+            if not window.observe(actor_key, a.subject, a.now):
+                return Verdict("actor_distinct")
         if a.once is not None:
             try:
                 self._replay.first_use(a.once.issuer, a.once.jti, a.once.remember_until)
@@ -57,14 +63,15 @@ class MemoryStore:
         limiter = self._limiters.get(a.profile)
         if limiter is None:
             limiter = self._limiters[a.profile] = RateLimiter(
-                caller=a.caller_rate or _UNLIMITED, subject=a.subject_rate or _UNLIMITED
+                caller=a.caller_rate or _UNLIMITED, subject=a.subject_rate or _UNLIMITED,
+                actor=a.actor_rate,
             )
         return limiter
 
-    def _window(self, profile: str, cap: DistinctCap) -> DistinctSubjectWindow:
-        window = self._windows.get(profile)
+    def _window(self, profile: str, whose: str, cap: DistinctCap) -> DistinctSubjectWindow:
+        window = self._windows.get((profile, whose))
         if window is None:
-            window = self._windows[profile] = DistinctSubjectWindow(
+            window = self._windows[(profile, whose)] = DistinctSubjectWindow(
                 cap.max_subjects, cap.window_s
             )
         return window

@@ -1,5 +1,5 @@
-"""Abuse limits, pure: request rates per caller and per subject, and a cap on how many
-distinct subjects one caller reaches.
+"""Abuse limits, pure: request rates per caller, per subject and per actor, and a cap on
+how many distinct subjects one caller (or actor) reaches.
 
 No I/O and no clock of its own: every decision takes `now`, seconds on a monotonic clock
 (`time.monotonic()` in production, a plain float in tests). Invariants:
@@ -24,9 +24,9 @@ from typing import Literal
 
 from cachetools import TTLCache
 
-# (profile name, caller id) or (profile name, subject hash).
+# (profile name, caller id), (profile name, subject hash) or (profile name, actor hash).
 LimitKey = tuple[str, str]
-LimitName = Literal["caller", "subject"]
+LimitName = Literal["caller", "subject", "actor"]
 
 
 def hash_subject(issuer: str, subject: str, secret: bytes) -> str:
@@ -127,16 +127,20 @@ class _Clock:
 
 
 class RateLimiter:
-    """Token buckets per (profile, caller) and per (profile, subject).
+    """Token buckets per (profile, caller), per (profile, subject) and, when an `actor`
+    rate is given and a request names an actor, per (profile, actor).
 
-    A request is allowed only if both buckets have a token, and then takes one from each;
-    a refused request takes from neither, so one limit does not drain the other.
+    A request is allowed only if each of its buckets has a token, and then takes one from
+    each; a refused request takes from none, so one limit does not drain another.
     """
 
-    def __init__(self, caller: Rate, subject: Rate, max_keys: int = 100_000) -> None:
+    def __init__(self, caller: Rate, subject: Rate, max_keys: int = 100_000,
+                 actor: Rate | None = None) -> None:
         if max_keys < 1:
             raise ValueError("max_keys must be at least 1")
         self._rates: dict[LimitName, Rate] = {"caller": caller, "subject": subject}
+        if actor is not None:
+            self._rates["actor"] = actor
         self._clock = _Clock()
         # A bucket untouched for `full_after_s` is full again: expiring it then is lossless.
         self._buckets: dict[LimitName, TTLCache[LimitKey, TokenBucket, float]] = {
@@ -144,17 +148,21 @@ class RateLimiter:
             for name, rate in self._rates.items()
         }
 
-    def check(self, caller_key: LimitKey, subject_key: LimitKey, now: float) -> Decision:
-        """Decide one request by `caller_key` about `subject_key` at `now`."""
+    def check(self, caller_key: LimitKey, subject_key: LimitKey, now: float,
+              actor_key: LimitKey | None = None) -> Decision:
+        """Decide one request by `caller_key` (and `actor_key`, acting for the subject)
+        about `subject_key` at `now`."""
         self._clock.advance(now)
         keyed: tuple[tuple[LimitName, LimitKey, TokenBucket], ...] = (
             ("caller", caller_key, self._bucket("caller", caller_key)),
             ("subject", subject_key, self._bucket("subject", subject_key)),
         )
+        if actor_key is not None and "actor" in self._rates:
+            keyed += (("actor", actor_key, self._bucket("actor", actor_key)),)
         refusals = [(wait, name) for name, _, bucket in keyed
                     if (wait := bucket.wait(now)) is not None]
         if refusals:
-            # Retrying before the later of the two waits would be refused again.
+            # Retrying before the latest of the waits would be refused again.
             wait, name = max(refusals)
             return Decision(allowed=False, limit=name, retry_after_s=wait)
         for name, key, bucket in keyed:

@@ -11,10 +11,13 @@ replica's abuse stage uses, one round trip per request that needs it.
   reply of the wrong shape) is a `StoreFailure` naming its kind; the abuse stage decides
   what each control does then. The pool reconnects by itself on the next call, so the
   store's return needs no restart.
+- Timed: each call's duration, operation (admit, ping) and outcome (ok, or the failure's
+  kind) go to `observe` (the metric `piigate_state_store_request_duration_seconds`).
 
 Keys: `<prefix>rc:<profile>:<caller>`, `<prefix>rs:<profile>:<subject>`,
-`<prefix>ds:<profile>:<caller>` and `<prefix>jti:<token>`, every part a keyed hash.
-All four keys of one request live on one server: a Redis Cluster (keys spread over
+`<prefix>ds:<profile>:<caller>`, `<prefix>jti:<token>`, and for calls with an actor
+`<prefix>ra:<profile>:<actor>` and `<prefix>da:<profile>:<actor>`, every part a keyed
+hash. All the keys of one request live on one server: a Redis Cluster (keys spread over
 slots) is not supported; use one primary with replicas (Sentinel or a managed service).
 """
 
@@ -22,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool
@@ -35,15 +40,26 @@ from piigate.limits.health import StateHealth
 from piigate.limits.script import SHA1, SOURCE
 from piigate.limits.store import ADMITTED, Admission, StoreFailure, Verdict
 
-_REFUSALS = {b"distinct": Verdict("distinct"), b"replayed": Verdict("replayed")}
+_REFUSALS = {b"distinct": Verdict("distinct"), b"actor_distinct": Verdict("actor_distinct"),
+             b"replayed": Verdict("replayed")}
+_RATE_LIMITS: dict[bytes, Literal["caller", "subject", "actor"]] = {
+    b"caller": "caller", b"subject": "subject", b"actor": "actor"}
+#: `(operation, outcome, seconds)` of one store call.
+StoreObserver = Callable[[str, str, float], None]
+
+
+def _unobserved(_operation: str, _outcome: str, _seconds: float) -> None:
+    return None
 
 
 class RedisStore:
     """Admissions decided by the script on a shared Redis."""
 
-    def __init__(self, config: RedisConfig, health: StateHealth) -> None:
+    def __init__(self, config: RedisConfig, health: StateHealth,
+                 observe: StoreObserver | None = None) -> None:
         self._prefix = config.key_prefix
         self._health = health
+        self._observe = observe or _unobserved
         pool = BlockingConnectionPool.from_url(
             config.url,
             max_connections=config.pool_size,
@@ -61,16 +77,28 @@ class RedisStore:
 
     async def admit(self, admission: Admission, timeout_s: float) -> Verdict:
         keys, args = self._encode(admission)
-        reply = await self._bounded(self._script(keys, args), timeout_s)
+        started = time.perf_counter()
         try:
-            verdict = _decode(reply)
+            reply = await self._bounded(self._script(keys, args), timeout_s)
+            try:
+                verdict = _decode(reply)
+            except StoreFailure as exc:
+                raise self._failed(exc.kind) from None
         except StoreFailure as exc:
-            raise self._failed(exc.kind) from None
+            self._observe("admit", exc.kind, time.perf_counter() - started)
+            raise
+        self._observe("admit", "ok", time.perf_counter() - started)
         self._health.succeeded()
         return verdict
 
     async def ping(self, timeout_s: float) -> None:
-        await self._bounded(self._redis.ping(), timeout_s)
+        started = time.perf_counter()
+        try:
+            await self._bounded(self._redis.ping(), timeout_s)
+        except StoreFailure as exc:
+            self._observe("ping", exc.kind, time.perf_counter() - started)
+            raise
+        self._observe("ping", "ok", time.perf_counter() - started)
         self._health.succeeded()
 
     async def aclose(self) -> None:
@@ -101,7 +129,12 @@ class RedisStore:
         p = self._prefix
         keys = [f"{p}rc:{a.profile_tag}:{a.caller}", f"{p}rs:{a.profile_tag}:{a.subject}",
                 f"{p}ds:{a.profile_tag}:{a.caller}",
-                f"{p}jti:{a.once.key}" if a.once else f"{p}jti:-"]
+                f"{p}jti:{a.once.key}" if a.once else f"{p}jti:-",
+                f"{p}ra:{a.profile_tag}:{a.actor or '-'}",
+                f"{p}da:{a.profile_tag}:{a.actor or '-'}"]
+        # Actor limits apply only to a call with an actor.
+        actor_rate = a.actor_rate if a.actor is not None else None
+        actor_distinct = a.actor_distinct if a.actor is not None else None
         lifetime_ms = 0
         if a.once is not None:
             lifetime_ms = max(1000, math.ceil((a.once.remember_until - a.now) * 1000))
@@ -115,6 +148,9 @@ class RedisStore:
             repr(a.distinct.window_s) if a.distinct else "0",
             a.subject,
             str(lifetime_ms),
+            repr(actor_rate.per_s) if actor_rate else "0",
+            str(actor_rate.burst) if actor_rate else "0",
+            str(actor_distinct.max_subjects) if actor_distinct else "0",
         ]
         return keys, args
 
@@ -127,13 +163,13 @@ def _decode(reply: object) -> Verdict:
             return ADMITTED
         if head in _REFUSALS and len(reply) == 1:
             return _REFUSALS[head]
-        if head == b"rate" and len(reply) == 3 and reply[1] in (b"caller", b"subject"):
+        if head == b"rate" and len(reply) == 3 and reply[1] in _RATE_LIMITS:
             try:
                 wait = float(reply[2])
             except ValueError:
                 wait = math.nan
             if math.isfinite(wait) and wait >= 0:
-                return Verdict("caller" if reply[1] == b"caller" else "subject", wait)
+                return Verdict(_RATE_LIMITS[reply[1]], wait)
     raise StoreFailure("garbage")
 
 

@@ -6,11 +6,14 @@ exactly what `piigate.limits.memory` does, in the same order (`piigate.limits.st
 
     KEYS  1 caller bucket (hash t, u)   2 subject bucket (hash t, u)
           3 distinct window (sorted set: subject hash -> last seen)   4 one-time marker
+          5 actor bucket (hash t, u)   6 actor's distinct window
     ARGV  1 now (s)   2 caller rate/s (0: off)   3 caller burst
           4 subject rate/s (0: off)   5 subject burst
           6 distinct cap (0: off)   7 window (s)   8 subject hash
           9 one-time marker lifetime (ms, 0: off)
-    reply {"ok"} | {"rate", "caller"|"subject", retry_after_s} | {"distinct"} | {"replayed"}
+          10 actor rate/s (0: off)   11 actor burst   12 actor's distinct cap (0: off)
+    reply {"ok"} | {"rate", "caller"|"subject"|"actor", retry_after_s} | {"distinct"}
+          | {"actor_distinct"} | {"replayed"}
 
 Numbers go out as strings ("%.17g"): Redis would truncate a Lua number reply to an
 integer. `now` comes from the gateway's clock: a replica whose clock is behind a bucket's
@@ -32,11 +35,13 @@ local function fmt(x) return string.format('%.17g', x) end
 
 local taken = {}
 local worst = nil
-for i, name in ipairs({'caller', 'subject'}) do
-  local rate = tonumber(ARGV[2 * i])
+-- name, bucket key, rate and burst arguments
+for _, limit in ipairs({{'caller', 1, 2, 3}, {'subject', 2, 4, 5}, {'actor', 5, 10, 11}}) do
+  local name, key = limit[1], KEYS[limit[2]]
+  local rate = tonumber(ARGV[limit[3]])
   if rate > 0 then
-    local burst = tonumber(ARGV[2 * i + 1])
-    local state = redis.call('HMGET', KEYS[i], 't', 'u')
+    local burst = tonumber(ARGV[limit[4]])
+    local state = redis.call('HMGET', key, 't', 'u')
     local tokens, updated = tonumber(state[1]), tonumber(state[2])
     if tokens == nil or updated == nil then
       tokens, updated = burst, now
@@ -50,7 +55,7 @@ for i, name in ipairs({'caller', 'subject'}) do
         worst = {wait, name}
       end
     end
-    taken[#taken + 1] = {KEYS[i], tokens - 1, updated, math.ceil(burst / rate * 1000) + 1000}
+    taken[#taken + 1] = {key, tokens - 1, updated, math.ceil(burst / rate * 1000) + 1000}
   end
 end
 if worst ~= nil then
@@ -61,20 +66,23 @@ for _, b in ipairs(taken) do
   redis.call('PEXPIRE', b[1], b[4])
 end
 
-local cap = tonumber(ARGV[6])
-if cap > 0 then
-  local window = tonumber(ARGV[7])
-  local member = ARGV[8]
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', fmt(now - window))
-  local seen = redis.call('ZSCORE', KEYS[3], member)
-  if seen then
-    if now > tonumber(seen) then redis.call('ZADD', KEYS[3], fmt(now), member) end
-  elseif redis.call('ZCARD', KEYS[3]) < cap then
-    redis.call('ZADD', KEYS[3], fmt(now), member)
-  else
-    return {'distinct'}
+-- window key, cap argument, refusal
+for _, limit in ipairs({{3, 6, 'distinct'}, {6, 12, 'actor_distinct'}}) do
+  local key, cap = KEYS[limit[1]], tonumber(ARGV[limit[2]])
+  if cap > 0 then
+    local window = tonumber(ARGV[7])
+    local member = ARGV[8]
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now - window))
+    local seen = redis.call('ZSCORE', key, member)
+    if seen then
+      if now > tonumber(seen) then redis.call('ZADD', key, fmt(now), member) end
+    elseif redis.call('ZCARD', key) < cap then
+      redis.call('ZADD', key, fmt(now), member)
+    else
+      return {limit[3]}
+    end
+    redis.call('PEXPIRE', key, math.ceil(window * 1000) + 1000)
   end
-  redis.call('PEXPIRE', KEYS[3], math.ceil(window * 1000) + 1000)
 end
 
 local lifetime = tonumber(ARGV[9])

@@ -5,11 +5,16 @@ Two stores answer it with the same semantics: `piigate.limits.memory` (this proc
 and `piigate.limits.redis` (shared by every replica, one round trip). The checks run in
 this order and stop at the first refusal; what passed before it stays counted, in both:
 
-1. the caller's and the subject's token buckets: both need a token, then each loses one
-   (a refusal takes from neither and names the later of the two waits);
-2. the caller's distinct-subject window: a subject seen within the window is always
-   allowed, a new one only below the cap (and then it is recorded);
+1. the caller's, the subject's and (when the call has one) the actor's token buckets:
+   each needs a token, then each loses one (a refusal takes from none and names the
+   latest of the waits);
+2. the caller's distinct-subject window, then the actor's: a subject seen within the
+   window is always allowed, a new one only below the cap (and then it is recorded);
 3. the one-time marker of the token's `jti`: set if absent, else the call is a replay.
+
+The actor is whoever acts for the subject: the support agent of an `on_behalf_of` call,
+the practitioner of a `launch_patient` one. Its limits are its own, beside the caller's:
+one support console serves many agents, and each agent's reach is capped too.
 
 Everything that names a caller, a user or a token here is a keyed hash
 (`StateKeys`), so neither store holds an identifier that could be read back.
@@ -24,7 +29,7 @@ from typing import Literal, Protocol
 
 from piigate.limits.ratelimit import Rate, hash_subject
 
-Refusal = Literal["caller", "subject", "distinct", "replayed"]
+Refusal = Literal["caller", "subject", "actor", "distinct", "actor_distinct", "replayed"]
 HASH_HEX = 32  # 128 bits: collisions are out of reach, and store keys stay short
 
 
@@ -58,6 +63,9 @@ class Admission:
     subject_rate: Rate | None = None
     distinct: DistinctCap | None = None
     once: OneTimeUse | None = None
+    actor: str | None = None  # keyed hash of the actor's iss + sub; None: no actor
+    actor_rate: Rate | None = None  # both actor limits apply only with an actor
+    actor_distinct: DistinctCap | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +118,9 @@ class StateKeys:
 
     def subject(self, issuer: str, subject: str) -> str:
         return hash_subject(issuer, subject, self._secret)[:HASH_HEX]
+
+    def actor(self, issuer: str, subject: str) -> str:
+        return self._hash("actor", issuer, subject)
 
     def token(self, issuer: str, jti: str) -> str:
         return self._hash("jti", issuer, jti)

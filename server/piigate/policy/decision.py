@@ -21,6 +21,8 @@ from piigate.errors import (
     FieldNotAllowed,
     GatewayError,
     LaunchContextMissing,
+    PurposeInvalid,
+    PurposeMissing,
     ReasonInvalid,
     ReasonNotAllowed,
     ScopeMissing,
@@ -34,6 +36,10 @@ _MAX_TIME = 1e15  # seconds since the epoch: some 31 million years; beyond it, n
 # Free-text purpose goes to the vault and the audit trail: printable text only, so it
 # cannot forge audit lines or smuggle control characters.
 ADHOC_REASON = re.compile(r"^[^\x00-\x1f\x7f]+$")
+# The operator's purpose (a ticket reference) goes to the audit trail and to the vault's
+# `custom_audit` (in its URL, so never PII): short, and printable in Unicode's sense, so
+# no newline, line separator, bidi override or zero-width character can forge a line.
+MAX_PURPOSE = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,8 @@ class DisclosureRequest:
     fields: tuple[str, ...]
     reason: str | None  # a Piiano reason name; None = the profile's default
     adhoc_reason: str
+    purpose: str = ""  # why, as the operator's process names it (a ticket reference)
+    patient: str = ""  # SMART: the FHIR Patient id the app has in context, if it says
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,7 @@ class Plan:
     fields: tuple[tuple[str, Disposition], ...]  # profile order
     # Why a field was disclosed in a lesser form than the profile's (step-up unmet).
     notes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    purpose: str | None = None  # to the audit trail and the vault's custom_audit
 
     @property
     def vault_props(self) -> tuple[str, ...]:
@@ -149,8 +158,8 @@ def plan_checks(
     now: float,
 ) -> Plan | None:
     """The decision's checks, run through `c`, in this order: permission first
-    (audience, scope, launch context, reason, fields), so a denied caller learns nothing
-    about what exists. None only with a report, when a check refused (the caller raises
+    (audience, scope, launch context, reason, purpose, fields), so a denied caller learns
+    nothing about what exists. None only with a report, when a check refused (the caller raises
     with `c.done()`)."""
     c.run("audience accepted", check_audience, profile, subject)
     c.run("required scopes granted", check_scopes, profile, subject)
@@ -158,6 +167,7 @@ def plan_checks(
     reason = c.run("reason allowed", choose_reason, profile, request)
     adhoc = (c.run("adhoc reason", check_adhoc_reason, reason, request.adhoc_reason)
              if reason is not None else None)
+    purpose = c.run("purpose", check_purpose, profile, request.purpose)
     chosen = c.run("fields within the profile", choose_fields, profile, request.fields)
     if chosen is None:  # only with a report: go on with the requested fields it names
         chosen = tuple((n, d) for n, d in profile.fields.items()
@@ -169,7 +179,7 @@ def plan_checks(
         return None
     fields, notes = stepped
     c.planned, c.notes = fields, MappingProxyType(notes)
-    return Plan(profile, reason, adhoc, fields, c.notes)
+    return Plan(profile, reason, adhoc, fields, c.notes, purpose)
 
 
 def check_audience(profile: Profile, subject: SubjectFacts) -> None:
@@ -187,7 +197,8 @@ def check_scopes(profile: Profile, subject: SubjectFacts) -> None:
 
 
 def check_launch(profile: Profile, subject: SubjectFacts) -> None:
-    if profile.require_launch_patient and not _non_empty_string(subject.claims.get("patient")):
+    needed = profile.require_launch_patient or profile.subject_resolution == "launch_patient"
+    if needed and not _non_empty_string(subject.claims.get("patient")):
         raise LaunchContextMissing({"profile": profile.name})
 
 
@@ -255,6 +266,23 @@ def check_adhoc_reason(reason: str, text: str) -> str | None:
     if text:
         raise ReasonInvalid({"detail": "adhoc_reason is only allowed with reason Other"})
     return None
+
+
+def check_purpose(profile: Profile, text: str) -> str | None:
+    """The call's purpose, or None when it gives none and the profile does not need one."""
+    if not text:
+        if profile.purpose_required:
+            raise PurposeMissing({"profile": profile.name})
+        return None
+    if valid_purpose(text) is None:
+        raise PurposeInvalid({"detail": f"at most {MAX_PURPOSE} printable characters"})
+    return text
+
+
+def valid_purpose(text: str) -> str | None:
+    """`text` if it is a purpose piigate may record (1 to MAX_PURPOSE printable
+    characters), else None."""
+    return text if text and len(text) <= MAX_PURPOSE and text.isprintable() else None
 
 
 def choose_fields(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from piigate.config import Profile
@@ -19,9 +20,23 @@ class ProfileIndex:
     """
 
     def __init__(self, profiles: Iterable[Profile]) -> None:
-        profiles = tuple(profiles)
+        self._index(tuple(profiles))
+
+    def _index(self, profiles: tuple[Profile, ...]) -> None:
+        self._profiles = profiles
         self._by_client = {client: p for p in profiles for client in p.callers}
         self._peer_only = tuple(p for p in profiles if not p.callers)
+
+    def replace_vault_key(self, name: str, key: str) -> bool:
+        """Give profile `name` a new vault API key (its key file was rotated): calls that
+        select a profile from now on get the new key, calls under way keep the one they
+        selected. False when the profile already has this key."""
+        current = next((p for p in self._profiles if p.name == name), None)
+        if current is None or current.vault_api_key == key:
+            return False
+        renewed = dataclasses.replace(current, vault_api_key=key)
+        self._index(tuple(renewed if p is current else p for p in self._profiles))
+        return True
 
     def select(self, caller: Caller) -> Profile:
         if caller.client_id is not None:

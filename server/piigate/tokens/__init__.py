@@ -1,4 +1,5 @@
-"""JWT access tokens: verified against their issuer's published keys (used by stages 1 and 3).
+"""Access tokens: JWTs verified against their issuer's published keys (stages 1 and 3), and
+opaque subject tokens checked by their issuer's introspection endpoint (stage 3).
 
 In the order a token is handled:
 
@@ -9,6 +10,8 @@ In the order a token is handled:
 - `jwks`: the issuer's key set, fetched and cached (stale keys answer while a refresh runs).
 - `fetch`: the bounded HTTP GET of an issuer's documents, the I/O edge.
 - `discovery`: the key set's location from OpenID discovery, when not configured.
+- `introspection`: opaque tokens by RFC 7662 introspection: the answer's rules (pure), the
+  cache, the POST; routing a token to its opaque issuer.
 - `verifier`: the async glue: pick the issuer, get its keys, verify, cache the result.
 - `claims`: reading claims whose name and shape differ by identity provider.
 """

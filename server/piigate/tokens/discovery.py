@@ -1,5 +1,6 @@
-"""Issuer discovery: the JWKS location from the issuer's OpenID Provider Configuration,
-as an alternative to configuring `jwks_uri`.
+"""Issuer discovery: the JWKS location (or, for an opaque-token issuer, the introspection
+endpoint) from the issuer's OpenID Provider Configuration, as an alternative to
+configuring `jwks_uri` (`introspection_endpoint`).
 
 OpenID Connect Discovery 1.0 §4: the document lives at ISSUER + `/.well-known/openid-configuration`,
 and its `issuer` must be exactly the configured issuer (§4.3), or it is someone else's
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 import aiohttp
@@ -25,7 +27,7 @@ import yarl
 from piigate import strictjson
 from piigate.errors import IssuerKeysUnavailable
 from piigate.tokens.fetch import FetchFailed, check_jwks_uri, fetch_document
-from piigate.tokens.jwks import JwksCache, JwksCacheSettings, JwksStatus
+from piigate.tokens.jwks import FetchTiming, JwksCache, JwksCacheSettings, JwksStatus
 from piigate.tokens.keys import KeySet
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,14 @@ async def discover_jwks_uri(
     session: aiohttp.ClientSession, issuer: str, settings: JwksCacheSettings
 ) -> str:
     """The issuer's `jwks_uri`, from its discovery document."""
+    return await discover_endpoint(session, issuer, settings, "jwks_uri")
+
+
+async def discover_endpoint(
+    session: aiohttp.ClientSession, issuer: str, settings: JwksCacheSettings, member: str
+) -> str:
+    """The URL the issuer's discovery document names under `member` (`jwks_uri`,
+    `introspection_endpoint`), checked like a configured one."""
     try:
         url = configuration_url(issuer)
     except ValueError as exc:
@@ -63,14 +73,14 @@ async def discover_jwks_uri(
         raise DiscoveryFailed("not_json") from exc
     if not isinstance(document, dict) or document.get("issuer") != issuer:
         raise DiscoveryFailed("issuer_mismatch")
-    jwks_uri = document.get("jwks_uri")
-    if not isinstance(jwks_uri, str):
-        raise DiscoveryFailed("no_jwks_uri")
+    endpoint = document.get(member)
+    if not isinstance(endpoint, str):
+        raise DiscoveryFailed(f"no_{member}")
     try:
-        check_jwks_uri(jwks_uri)
+        check_jwks_uri(endpoint)
     except ValueError as exc:
-        raise DiscoveryFailed("jwks_uri_refused") from exc
-    return jwks_uri
+        raise DiscoveryFailed(f"{member}_refused") from exc
+    return endpoint
 
 
 class DiscoveredJwks:
@@ -86,8 +96,12 @@ class DiscoveredJwks:
         settings: JwksCacheSettings,
         *,
         issuer_name: str = "",
+        on_fetch: FetchTiming | None = None,
+        on_discovery: FetchTiming | None = None,
     ) -> None:
         configuration_url(issuer)  # refuse a plain-http non-loopback issuer at start-up
+        self._on_fetch = on_fetch  # the JWKS fetches, once discovered
+        self._on_discovery = on_discovery
         self._issuer = issuer
         self._session = session
         self._clock = clock
@@ -129,9 +143,20 @@ class DiscoveredJwks:
         return IssuerKeysUnavailable({"issuer": self._issuer_name})
 
     async def _discover(self) -> JwksCache:
-        jwks_uri = await discover_jwks_uri(self._session, self._issuer, self._settings)
+        started = time.perf_counter()
+        try:
+            jwks_uri = await discover_jwks_uri(self._session, self._issuer, self._settings)
+        except Exception as exc:
+            if self._on_discovery is not None:
+                detail = (exc.detail if isinstance(exc, DiscoveryFailed)
+                          else f"internal_{type(exc).__name__}")
+                self._on_discovery(detail, time.perf_counter() - started)
+            raise
+        if self._on_discovery is not None:
+            self._on_discovery(None, time.perf_counter() - started)
         return JwksCache(
-            jwks_uri, self._session, self._clock, self._settings, issuer_name=self._issuer_name
+            jwks_uri, self._session, self._clock, self._settings, issuer_name=self._issuer_name,
+            on_fetch=self._on_fetch,
         )
 
     async def prime(self) -> KeySet:

@@ -4,7 +4,8 @@ the token stage touches the network.
 Every fetch is bounded: connect, read and total timeouts (and an outer `asyncio.timeout`
 at the total, so no fetch outlives it), a body cap, no redirects (a redirect could lead
 anywhere), and https only unless the host is loopback. Failures are `FetchFailed` with a
-short fixed code, never content.
+short fixed code, never content. A fetch goes through the proxy the environment names for
+its URL (`settings.proxies`, piigate.transport.proxies), or directly.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ async def fetch_document(
         # The outer bound holds even where aiohttp's own timeouts would not (a peer that
         # trickles bytes, a resolver that hangs): a fetch never outlives total_timeout_s.
         async with asyncio.timeout(settings.total_timeout_s):
-            return await _get(session, url, client_timeout, settings.max_response_bytes, accept)
+            return await _get(session, url, client_timeout, settings, accept)
     except TimeoutError as exc:
         raise FetchFailed("timeout") from exc
     except aiohttp.ClientError as exc:
@@ -73,14 +74,18 @@ async def _get(
     session: aiohttp.ClientSession,
     url: yarl.URL,
     client_timeout: aiohttp.ClientTimeout,
-    limit: int,
+    settings: JwksCacheSettings,
     accept: str,
 ) -> tuple[bytes, str | None]:
+    limit = settings.max_response_bytes
+    route = settings.proxies.route(url)
     async with session.get(
         url,
         allow_redirects=False,  # a redirect could lead anywhere: refuse it
         timeout=client_timeout,
-        headers={"Accept": accept},
+        headers={"Accept": accept, **route.headers},
+        proxy=route.proxy,
+        proxy_headers=route.proxy_headers,
     ) as response:
         if response.status != 200:
             kind = "redirect" if 300 <= response.status < 400 else "status"

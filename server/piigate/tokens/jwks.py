@@ -34,6 +34,7 @@ import contextlib
 import logging
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,8 +52,11 @@ from piigate.tokens.keys import (
     KeySet,
     parse_jwks,
 )
+from piigate.transport.proxies import DIRECT, Proxies
 
 log = logging.getLogger(__name__)
+#: `(failure detail or None, seconds)` of one fetch (for metrics).
+FetchTiming = Callable[[str | None, float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,8 @@ class JwksCacheSettings:
     total_timeout_s: float = 5.0
     max_response_bytes: int = 64 * 1024
     allowed_algorithms: tuple[str, ...] = tuple(sorted(ASYMMETRIC_ALGORITHMS))
+    #: The outbound proxies the environment names (HTTPS_PROXY, NO_PROXY...), read once.
+    proxies: Proxies = DIRECT
 
     def __post_init__(self) -> None:
         numbers = (
@@ -154,8 +160,10 @@ class JwksCache:
         settings: JwksCacheSettings | None = None,
         *,
         issuer_name: str = "",
+        on_fetch: FetchTiming | None = None,
     ) -> None:
         self._url = check_jwks_uri(jwks_uri)
+        self._on_fetch = on_fetch
         self._session = session
         self._clock = clock
         self._settings = settings or JwksCacheSettings()
@@ -295,18 +303,21 @@ class JwksCache:
     async def _fetch_and_store(self) -> None:
         """One fetch; never raises, records the outcome instead (the task is shared)."""
         self._fetches += 1
+        started = time.perf_counter()
         try:
             document, cache_control = await self._fetch()
             parsed = parse_jwks(document, self._settings.allowed_algorithms)
         except FetchFailed as exc:
-            self._record_failure(exc.detail)
+            self._record_failure(exc.detail, started)
             return
         except JwksInvalid as exc:
-            self._record_failure(f"jwks_{exc.detail}")
+            self._record_failure(f"jwks_{exc.detail}", started)
             return
         except Exception as exc:  # a shared task must not die with an unretrieved error
-            self._record_failure(f"internal_{type(exc).__name__}")
+            self._record_failure(f"internal_{type(exc).__name__}", started)
             return
+        if self._on_fetch is not None:
+            self._on_fetch(None, time.perf_counter() - started)
         now = self._clock()
         self._keys = KeySet(parsed.keys, fetched_at=now, skipped=parsed.skipped)
         self._expires_at = now + cache_ttl(cache_control, self._settings)
@@ -325,7 +336,9 @@ class JwksCache:
         if unusable:
             log.info("JWKS unusable keys skipped issuer=%s count=%d", self._issuer_name, unusable)
 
-    def _record_failure(self, detail: str) -> None:
+    def _record_failure(self, detail: str, started: float) -> None:
+        if self._on_fetch is not None:
+            self._on_fetch(detail, time.perf_counter() - started)
         self._last_failed = True
         self._last_error = detail
         log.warning("JWKS fetch failed issuer=%s error=%s", self._issuer_name, detail)

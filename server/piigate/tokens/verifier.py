@@ -1,7 +1,14 @@
 """The token stage's async glue: choose the issuer, get its keys, verify, remember.
 
-`TokenVerifier.verify(token)`:
+`TokenVerifier.verify(token, accept_opaque=False)`:
 
+0. only with `accept_opaque` (subject tokens; a caller's credential is always a JWT, so
+   an unauthenticated peer can never make piigate call an introspection endpoint) and
+   opaque issuers configured: `OpaqueRoutes.route` picks the opaque issuer by token
+   prefix (or the one without a prefix, for a token that is not JWT-shaped while JWT
+   issuers exist) and that issuer's `Introspector` answers (`piigate.tokens.introspection`);
+   a token no opaque issuer takes goes on as a JWT. With no opaque issuers, or for a
+   caller's credential, this step is one attribute test: the JWT path is unchanged;
 1. `jws.peek` the unverified `iss` and `kid` (size and structure checked first);
 2. select the issuer whose configured `iss` is EXACTLY that string (else
    TokenIssuerUnknown; nothing is fetched for an unknown issuer);
@@ -23,13 +30,14 @@ Failures are not remembered. The cache is bounded (LRU beyond `cache_size`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import cachetools
 
 from piigate.errors import TokenIssuerUnknown, TokenRejected
+from piigate.tokens.introspection import Introspector, OpaqueRoutes
 from piigate.tokens.jws import peek, select_key
 from piigate.tokens.keys import KeySet
 from piigate.tokens.verification import (
@@ -70,30 +78,41 @@ class TokenVerifier:
         clock: Callable[[], float],
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        opaque: Sequence[Introspector] = (),
     ) -> None:
-        """`issuers` maps each exact `iss` string to its policy and key source."""
-        if not issuers:
+        """`issuers` maps each exact `iss` string to its policy and key source; `opaque`
+        holds the opaque issuers' introspectors."""
+        if not issuers and not opaque:
             raise ValueError("at least one issuer is required")
         for issuer, (policy, _) in issuers.items():
             if issuer != policy.issuer:
                 raise ValueError(f"issuer {policy.name!r} is registered under another iss")
         self._issuers = dict(issuers)
         self._clock = clock
-        self._max_bytes = max(policy.max_token_bytes for policy, _ in issuers.values())
+        self._max_bytes = max(
+            [policy.max_token_bytes for policy, _ in issuers.values()]
+            + [introspector.policy.max_token_bytes for introspector in opaque]
+        )
+        self._routes = OpaqueRoutes(opaque, jwt_issuers=bool(issuers)) if opaque else None
         self._remembered: cachetools.TLRUCache[bytes, _Remembered] = cachetools.TLRUCache(
             maxsize=cache_size,
             ttu=lambda _digest, entry, _now: entry.token.expires_at,
             timer=clock,
         )
 
-    async def verify(self, token: str) -> VerifiedToken:
-        """The verified token, or a `TokenRejected` / `IssuerKeysUnavailable`."""
+    async def verify(self, token: str, *, accept_opaque: bool = False) -> VerifiedToken:
+        """The verified token, or a `TokenRejected` / `IssuerKeysUnavailable`; opaque
+        tokens are introspected only with `accept_opaque` (step 0)."""
         digest = None
         if isinstance(token, str) and token.isascii() and len(token) <= self._max_bytes:
             digest = hashlib.sha256(token.encode("ascii")).digest()
             remembered = await self._recall(digest)
             if remembered is not None:
                 return remembered
+        if accept_opaque and self._routes is not None and isinstance(token, str):
+            introspector = self._routes.route(token)
+            if introspector is not None:
+                return await introspector.verify(token, digest)
 
         identity = peek(token, self._max_bytes)
         trusted = self._issuers.get(identity.issuer)

@@ -6,6 +6,8 @@ In the order a call travels:
 - `bridge`: grpc's thread-pool server handing each call to the asyncio pipeline.
 - `service`: wire messages in, the pipeline, wire messages out.
 - `boundary`: the one place errors become gRPC statuses with an ErrorInfo.
-- `readiness`, `metrics`, `http`: health, counters and the small HTTP endpoint.
+- `readiness`, `http`: health, and the small HTTP server (metrics and `/healthz` are
+  `piigate.telemetry`'s).
 - `reflection`: server reflection under its v1 and v1alpha names.
+- `proxies`: the outbound proxy for each URL (HTTPS_PROXY, HTTP_PROXY, NO_PROXY).
 """

@@ -46,3 +46,42 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+_Scope = tuple[str, str | None]  # ("4" | "6", address or None for the wildcard) | ("name", n)
+
+
+def _scopes(host: str) -> frozenset[_Scope]:
+    """What binding `host` takes. `::` is taken as dual-stack (grpc binds it so, IPv4
+    included); `0.0.0.0` is IPv4 only; `localhost` is both loopbacks; another name could
+    resolve to anything, so it is only itself."""
+    if host in ("", "::"):
+        return frozenset({("4", None), ("6", None)})
+    if host == "localhost":
+        return frozenset({("4", "127.0.0.1"), ("6", "::1")})
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return frozenset({("name", host.lower())})
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_unspecified:
+        return frozenset({(str(address.version), None)})
+    return frozenset({(str(address.version), str(address))})
+
+
+def _overlap(a: _Scope, b: _Scope) -> bool:
+    (kind_a, addr_a), (kind_b, addr_b) = a, b
+    if "name" in (kind_a, kind_b):  # a name may resolve to any address, or a wildcard's
+        return a == b or (kind_a != "name" and addr_a is None) or (
+            kind_b != "name" and addr_b is None)
+    return kind_a == kind_b and (addr_a is None or addr_b is None or addr_a == addr_b)
+
+
+def listeners_clash(a: ListenAddress, b: ListenAddress) -> bool:
+    """Whether two listeners would ask for the same socket: the same port (port 0 never
+    clashes, the kernel picks a free one each time) on addresses that overlap, wildcards
+    of either family included (`0.0.0.0` and `[::]` take every address of theirs)."""
+    return a.port == b.port != 0 and any(
+        _overlap(x, y) for x in _scopes(a.host) for y in _scopes(b.host)
+    )

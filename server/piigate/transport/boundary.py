@@ -6,10 +6,16 @@ status code with exactly one `google.rpc.ErrorInfo` (domain "piigate", its UPPER
 reason, its metadata) in the `grpc-status-details-bin` trailer. Anything else becomes a
 bare INTERNAL with no detail: internals, tracebacks and values never reach the wire
 (grpclib's rule).
+
+Every answer to a call names the call's audit event: the `piigate-request-id` trailer,
+and `request_id` in every ErrorInfo's metadata (a batch item's is the item's own).
+Refusals are logged where their event is written (`piigate.audit.recorder`), with all
+its facts; this module logs only what nobody else saw.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -23,19 +29,40 @@ from piigate.errors import ERROR_DOMAIN, GatewayError, RateLimited
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+REQUEST_ID_TRAILER = "piigate-request-id"
+REQUEST_ID_KEY = "request_id"  # in ErrorInfo metadata
 
 
-def status_of(error: GatewayError) -> grpc.Status:
-    """The rich gRPC status for an expected error."""
-    return rpc_status.to_status(rich_status(error))
+class _Status(
+    collections.namedtuple("_Status", ("code", "details", "trailing_metadata")),
+    grpc.Status,  # type: ignore[misc]  # grpc is untyped
+):
+    """A status with trailers of its own (grpc_status's shape)."""
 
 
-def rich_status(error: GatewayError) -> status_pb2.Status:
+def status_of(error: GatewayError, request_id: str | None = None) -> grpc.Status:
+    """The rich gRPC status for an expected error; with `request_id`, in its ErrorInfo
+    and in the `piigate-request-id` trailer."""
+    status = rpc_status.to_status(rich_status(error, request_id))
+    if request_id is None:
+        return status
+    return _Status(status.code, status.details,
+                   (*status.trailing_metadata, (REQUEST_ID_TRAILER, request_id)))
+
+
+def internal(request_id: str) -> grpc.Status:
+    """The bare INTERNAL of a call whose audit event is `request_id`."""
+    return status_of(GatewayError(), request_id)
+
+
+def rich_status(error: GatewayError, request_id: str | None = None) -> status_pb2.Status:
     """The `google.rpc.Status` for an expected error: its code, its fixed message, exactly
-    one ErrorInfo (and a RetryInfo for rate limits)."""
-    info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
-    )
+    one ErrorInfo (with `request_id` in its metadata when given), and a RetryInfo for
+    rate limits."""
+    metadata = dict(error.metadata)
+    if request_id is not None:
+        metadata[REQUEST_ID_KEY] = request_id
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
     details = [detail]
@@ -50,17 +77,18 @@ def rich_status(error: GatewayError) -> status_pb2.Status:
     return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
 
 
-INTERNAL = status_of(GatewayError())
+INTERNAL = status_of(GatewayError())  # for a call that could not even be read
 
 
-async def answer(call: Awaitable[T]) -> T | grpc.Status:
-    """Await `call`: its result, or the status that ends the call instead."""
+async def answer(call: Awaitable[T], request_id: str) -> T | grpc.Status:
+    """Await `call` (whose audit event is `request_id`): its result, or the status that
+    ends the call instead."""
     try:
         return await call
     except GatewayError as exc:
-        log.info("refused: %s", exc.reason)
-        return status_of(exc)
+        return status_of(exc, request_id)
     except Exception as exc:
         # Type only: an exception's text could hold a value or a token.
-        log.error("unexpected %s; answered INTERNAL", type(exc).__name__)
-        return INTERNAL
+        log.error("unexpected %s; answered INTERNAL", type(exc).__name__,
+                  extra={"request_id": request_id})
+        return internal(request_id)

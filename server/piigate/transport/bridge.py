@@ -17,7 +17,11 @@ it applies. Beyond that:
   written: `piigate.pipeline`);
 - anything else (the loop gone at shutdown, the pipeline overrunning its own budget, a
   cancelled call) is a bare INTERNAL: no exception text ever reaches the wire, which grpc
-  would otherwise send as the details of an UNKNOWN status.
+  would otherwise send as the details of an UNKNOWN status;
+- it counts the calls handed to the loop and not yet started there (queued) and those
+  started and not yet answered (in flight): `piigate.telemetry.metrics.CallLoad`;
+- every answer to a call it could read carries the call's request id in the
+  `piigate-request-id` trailer (and an error's ErrorInfo: `piigate.transport.boundary`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ import grpc
 
 from piigate.identity.peer import peer_identity
 from piigate.pipeline import Call
-from piigate.transport.boundary import INTERNAL
+from piigate.telemetry.metrics import CallLoad
+from piigate.transport.boundary import INTERNAL, REQUEST_ID_TRAILER, internal
 from piigate.transport.service import DetokenizationService, Request, describe
 from piigate_client.v1 import detokenization_pb2 as pb
 from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
@@ -59,10 +64,12 @@ class BridgedService(pb_grpc.DetokenizationServiceServicer):
         service: DetokenizationService,
         loop: asyncio.AbstractEventLoop,
         request_timeout_s: float,
+        load: CallLoad | None = None,
     ) -> None:
         self._service = service
         self._loop = loop
         self._wait_s = request_timeout_s + OVERRUN_MARGIN_S
+        self._load = load
 
     def Detokenize(
         self, request: pb.DetokenizeRequest, context: grpc.ServicerContext
@@ -93,25 +100,58 @@ class BridgedService(pb_grpc.DetokenizationServiceServicer):
         except Exception as exc:  # a context grpc could not read: never the caller's text
             log.error("unexpected %s reading the call; answered INTERNAL", type(exc).__name__)
             return INTERNAL
-        coroutine = method(call)
+        request_id = call.request_id
+        # The answer's trailer; an error status replaces it with its own, which holds it too.
+        context.set_trailing_metadata(((REQUEST_ID_TRAILER, request_id),))
+        coroutine, ticket = self._hand_over(method, call)
         try:
             future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         except RuntimeError:  # the loop is closed: the gateway is shutting down
             coroutine.close()
-            return INTERNAL
+            self._never_started(ticket)
+            return internal(request_id)
+        if ticket is not None:  # a call cancelled before it started leaves the queue too
+            future.add_done_callback(lambda _: self._never_started(ticket))
         context.add_callback(future.cancel)  # the client went away: stop the work too
         try:
             result: T | grpc.Status = future.result(timeout=self._wait_s)
             return result
         except concurrent.futures.TimeoutError:
             future.cancel()
-            log.error("a call overran its budget on the event loop; answered INTERNAL")
-            return INTERNAL
+            log.error("a call overran its budget on the event loop; answered INTERNAL",
+                      extra={"request_id": request_id})
+            return internal(request_id)
         except concurrent.futures.CancelledError:
-            return INTERNAL  # cancelled because the client left: nobody reads this
+            return internal(request_id)  # cancelled because the client left: nobody reads it
         except Exception as exc:  # answer() answers everything else; belt and braces
-            log.error("unexpected %s in the bridge; answered INTERNAL", type(exc).__name__)
-            return INTERNAL
+            log.error("unexpected %s in the bridge; answered INTERNAL", type(exc).__name__,
+                      extra={"request_id": request_id})
+            return internal(request_id)
+
+
+    def _hand_over(
+        self, method: Method[T], call: Call
+    ) -> tuple[Coroutine[Any, Any, T | grpc.Status], list[None] | None]:
+        """The coroutine to run on the loop and, when counting, the call's queue ticket."""
+        load = self._load
+        if load is None:
+            return method(call), None
+        ticket = load.handed_over()
+        return self._counted(load, ticket, method, call), ticket
+
+    @staticmethod
+    async def _counted(load: CallLoad, ticket: list[None], method: Method[T],
+                       call: Call) -> T | grpc.Status:
+        load.left_queue(ticket)
+        load.started()
+        try:
+            return await method(call)
+        finally:
+            load.finished()
+
+    def _never_started(self, ticket: list[None] | None) -> None:
+        if self._load is not None and ticket is not None:
+            self._load.left_queue(ticket)  # a no-op once the call started
 
 
 def call_of(request: Request, context: grpc.ServicerContext) -> Call:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -13,15 +14,20 @@ from aiohttp import web
 from piigate.transport.addresses import ListenAddress
 
 
-async def start_http_app(app: web.Application, listen: ListenAddress) -> tuple[web.AppRunner, str]:
-    """Start `app` on `listen` and return its runner and base URL (with the real port)."""
+async def start_http_app(
+    app: web.Application, listen: ListenAddress, ssl_context: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, str]:
+    """Start `app` on `listen` (over TLS with `ssl_context`) and return its runner and
+    base URL (with the real port)."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True)
+    site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True,
+                       ssl_context=ssl_context)
     await site.start()
     port = int(runner.addresses[0][1])  # the real port when 0 was asked for
     host = f"[{listen.host}]" if ":" in listen.host else listen.host
-    return runner, f"http://{host}:{port}"
+    scheme = "https" if ssl_context is not None else "http"
+    return runner, f"{scheme}://{host}:{port}"
 
 
 def run_http_app(

@@ -8,9 +8,11 @@ Reported three ways.
   every call; which part is missing shows in its own service's status.
 - `/healthz` on the metrics port: the same as JSON, with each key set's age and last error
   and the trail's failure counts.
-- gauges on `/metrics`: `piigate_jwks_ready`, `piigate_jwks_stale`, `piigate_jwks_age_seconds`,
-  `piigate_jwks_keys`, `piigate_jwks_fetches`; `piigate_audit_ready`,
-  `piigate_audit_failures`, `piigate_audit_recoveries`, `piigate_audit_unrecorded`.
+- metrics on `/metrics` (`piigate.telemetry.metrics` reads the same sources):
+  `piigate_jwks_ready`, `piigate_jwks_stale`, `piigate_jwks_age_seconds`,
+  `piigate_jwks_keys`, `piigate_jwks_fetches_total`; `piigate_audit_ready`,
+  `piigate_audit_failures_total`, `piigate_audit_recoveries_total`,
+  `piigate_audit_unrecorded_total`.
 
 A key set past its stale-if-error bound is not usable: the issuer (and so the gateway)
 turns NOT_SERVING, and tokens from it are refused (fail closed) until a fetch succeeds.
@@ -32,7 +34,6 @@ from piigate.audit.event import AuditSink
 from piigate.audit.health import HealthListener, SinkHealth
 from piigate.tokens.jwks import JwksStatus
 from piigate.tokens.keys import KeySet
-from piigate.transport.metrics import Gauge
 
 log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -136,26 +137,3 @@ class IssuerReadiness:
                                "recoveries": a.recoveries, "unrecorded": a.unrecorded,
                                "last_error": a.last_error}
         return report
-
-    def gauges(self) -> Iterable[Gauge]:
-        for name, source in self._sources.items():
-            s = source.status()
-            labels = {"issuer": name}
-            yield Gauge("piigate_jwks_ready", "1 when the issuer's key set is usable",
-                        labels, float(s.ready))
-            yield Gauge("piigate_jwks_stale", "1 when serving keys past their TTL",
-                        labels, float(s.stale))
-            yield Gauge("piigate_jwks_age_seconds", "age of the issuer's key set",
-                        labels, s.age_s if s.age_s is not None else -1.0)
-            yield Gauge("piigate_jwks_keys", "usable keys in the set", labels, s.key_count)
-            yield Gauge("piigate_jwks_fetches", "JWKS fetches attempted", labels, s.fetches)
-        if self._audit is not None:
-            a = self._audit.health()
-            yield Gauge("piigate_audit_ready", "1 when the audit trail takes events", {},
-                        float(a.healthy))
-            yield Gauge("piigate_audit_failures", "failed audit writes, fsyncs and cuts", {},
-                        a.failures)
-            yield Gauge("piigate_audit_recoveries", "audit trail recoveries after a failure",
-                        {}, a.recoveries)
-            yield Gauge("piigate_audit_unrecorded", "events refused because the trail failed",
-                        {}, a.unrecorded)

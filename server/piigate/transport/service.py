@@ -14,7 +14,7 @@ from google.rpc import status_pb2
 
 from piigate.errors import GatewayError
 from piigate.identity.peer import PeerIdentity
-from piigate.pipeline import Call, DetokenizationPipeline, Outcome
+from piigate.pipeline import Call, DetokenizationPipeline, Result, SubjectRef
 from piigate.policy.decision import DisclosureRequest
 from piigate.policy.shaping import Disclosure
 from piigate.transport.boundary import answer, rich_status
@@ -31,20 +31,20 @@ class DetokenizationService:
         self._pipeline = pipeline
 
     async def detokenize(self, call: Call) -> pb.DetokenizeResponse | grpc.Status:
-        return await answer(self._detokenize(call))
+        return await answer(self._detokenize(call), call.request_id)
 
     async def batch_detokenize(self, call: Call) -> pb.BatchDetokenizeResponse | grpc.Status:
-        return await answer(self._batch(call))
+        return await answer(self._batch(call), call.request_id)
 
     async def _detokenize(self, call: Call) -> pb.DetokenizeResponse:
-        (outcome,) = await self._pipeline.run(call)
-        if isinstance(outcome, GatewayError):
-            raise outcome
-        return _response(outcome)
+        (result,) = await self._pipeline.run(call)
+        if isinstance(result.outcome, GatewayError):
+            raise result.outcome  # answered under the call's id, which is the item's
+        return _response(result.outcome, result.request_id)
 
     async def _batch(self, call: Call) -> pb.BatchDetokenizeResponse:
-        outcomes = await self._pipeline.run(call)
-        return pb.BatchDetokenizeResponse(results=[_result(o) for o in outcomes])
+        results = await self._pipeline.run(call)
+        return pb.BatchDetokenizeResponse(results=[_result(r) for r in results])
 
 
 def describe(
@@ -55,10 +55,18 @@ def describe(
 ) -> Call:
     """The pipeline's `Call` for a request and what its transport knows of it."""
     if isinstance(request, pb.DetokenizeRequest):
+        named = (_subject(request.subject),) if request.HasField("subject") else ()
         return Call(metadata, peer, time_remaining_s, (request.subject_token,),
-                    _disclosure_request(request))
+                    _disclosure_request(request), subjects=named,
+                    actor_token=request.actor_token)
     return Call(metadata, peer, time_remaining_s, tuple(request.subject_tokens),
-                _disclosure_request(request), batch=True)
+                _disclosure_request(request), batch=True,
+                subjects=tuple(map(_subject, request.subjects)),
+                actor_token=request.actor_token)
+
+
+def _subject(ref: pb.SubjectRef) -> SubjectRef:
+    return SubjectRef(ref.issuer, ref.subject)
 
 
 def _disclosure_request(request: Request) -> DisclosureRequest:
@@ -69,21 +77,26 @@ def _disclosure_request(request: Request) -> DisclosureRequest:
         # decision stage refuses it and the refusal is audited like any other.
         reason = REASON_NAMES.get(request.reason, f"unknown reason {int(request.reason)}")
     return DisclosureRequest(
-        fields=tuple(request.fields), reason=reason, adhoc_reason=request.adhoc_reason
+        fields=tuple(request.fields), reason=reason, adhoc_reason=request.adhoc_reason,
+        purpose=request.purpose,
+        patient=request.patient if isinstance(request, pb.DetokenizeRequest) else "",
     )
 
 
-def _result(outcome: Outcome) -> pb.BatchDetokenizeResult:
+def _result(result: Result) -> pb.BatchDetokenizeResult:
+    request_id, outcome = result
     if isinstance(outcome, GatewayError):
-        return pb.BatchDetokenizeResult(status=rich_status(outcome))
-    return pb.BatchDetokenizeResult(status=status_pb2.Status(code=0), response=_response(outcome))
+        return pb.BatchDetokenizeResult(status=rich_status(outcome, request_id))
+    return pb.BatchDetokenizeResult(status=status_pb2.Status(code=0),
+                                    response=_response(outcome, request_id))
 
 
-def _response(disclosure: Disclosure) -> pb.DetokenizeResponse:
+def _response(disclosure: Disclosure, request_id: str) -> pb.DetokenizeResponse:
     return pb.DetokenizeResponse(
         token_id=disclosure.token_id,
         profile=disclosure.profile,
         reason=REASON_NUMBERS[disclosure.reason],
+        request_id=request_id,
         fields=[
             pb.DisclosedField(
                 name=f.name, value=f.value, disclosure=DISCLOSURE_NUMBERS[f.disclosure]

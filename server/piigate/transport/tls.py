@@ -3,7 +3,9 @@
 grpc asks `ReloadingServerCredentials.fetch` before each new handshake; it re-reads the
 certificate chain, key and client trust bundle when their content changed. A reload never
 replaces good material with bad: half-written, mismatched or expired files keep the old
-material and are logged by file name and problem, never by content.
+material and are logged by file name and problem, never by content. `check` does the same
+on SIGHUP and whenever the file watcher (piigate.config.secrets) sees the files change,
+so a broken rotation is reported and counted before any handshake needs it.
 
 Client keys are not checked for strength here: grpc's Python API offers no verification
 callback and no minimum key size for the handshake (checked on grpcio 1.85), so a client
@@ -151,6 +153,7 @@ class ReloadingServerCredentials:
         self._lock = threading.Lock()
         self._material = self._load(*self._read())  # at start-up, invalid material is fatal
         self._failed: tuple[str, float] | None = None  # (content digest or error, when)
+        self._pending: grpc.ServerCertificateConfiguration | None = None  # taken by `check`
         self._credentials = grpc.dynamic_ssl_server_credentials(
             _configuration(self._material),
             self.fetch,
@@ -175,6 +178,9 @@ class ReloadingServerCredentials:
         """
         try:
             with self._lock:
+                if self._pending is not None:  # `check` took new material for grpc
+                    pending, self._pending = self._pending, None
+                    return pending
                 return self._reload_if_changed()
         except Exception as exc:
             log.error(
@@ -182,6 +188,21 @@ class ReloadingServerCredentials:
                 type(exc).__name__,
             )
             return None
+
+    def check(self) -> bool:
+        """Re-read the files now (SIGHUP, or a change `piigate.config.secrets.FileWatcher`
+        saw): True when new material was taken (the next handshake gets it), False when
+        the files hold the material in use. New material that cannot be served raises
+        TlsMaterialInvalid, and the current material stays. Unlike a handshake's check,
+        this one does not log: its caller reports the outcome."""
+        with self._lock:
+            raw = self._read()
+            if _digest(*raw) == self._material.digest:
+                return False
+            material = self._load(*raw)
+            self._material, self._failed = material, None
+            self._pending = _configuration(material)
+            return True
 
     def _reload_if_changed(self) -> grpc.ServerCertificateConfiguration | None:
         now = self._clock()

@@ -1,7 +1,10 @@
 """The vault: stage 7 of the path, the one place piigate reads PII.
 
 - `piiano`: facts of Piiano Vault's API (paths, reasons, limits).
-- `binding`: the tag that binds a vault token to its user's issuer and subject.
+- `binding`: the tags that bind a vault token to its person: the user's issuer and
+  subject, and a FHIR server's Patient id.
 - `client`: the HTTP client for Piiano's detokenize, every failure a typed error.
+- `tls`: the vault's TLS client context (private CA, client certificate), reloaded.
 - `coalescing`: identical concurrent reads share one vault call.
+- `reads`: one call's items' reads (by token id, or by tag alone), sent together.
 """

@@ -30,7 +30,10 @@ and Piiano's `PV1009` (its 30 s request timeout) are VAULT_TIMEOUT, because a ga
 front of the vault, or the vault itself, gave up waiting: the same condition as our own
 budget running out, so a caller retries it the same way; 429, every other 5xx and any
 other status are VAULT_UNAVAILABLE. A connection that cannot be made or that breaks
-before the answer's head (including an answer that is not HTTP) is VAULT_UNAVAILABLE.
+before the answer's head (including an answer that is not HTTP, a TLS handshake that
+fails, and a proxy that refuses the tunnel) is VAULT_UNAVAILABLE. TLS to the vault
+(`piigate.vault.tls`) and the proxy (`piigate.transport.proxies`) are the vault's own:
+the JWKS fetches sharing the session keep the system's roots.
 
 Every failure becomes a typed GatewayError; nothing from the vault's answer (which could
 hold values) is ever put into an error, a log line or a metric.
@@ -41,8 +44,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -54,7 +57,12 @@ from piigate.errors import (
     VaultTimeout,
     VaultUnavailable,
 )
+from piigate.transport.proxies import DIRECT_ROUTE, Route
 from piigate.vault.piiano import API_BASE
+from piigate.vault.tls import VaultTls
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
 
 log = logging.getLogger(__name__)
 MAX_CUSTOM_AUDIT = 256
@@ -72,6 +80,12 @@ class DetokenizeQuery:
     api_key: str
     tags: tuple[str, ...] = ()
     custom_audit: str | None = None
+    # The operator's purpose (a ticket reference), appended to custom_audit; part of the
+    # shape, so calls of different purposes never share one vault call and one audit text.
+    purpose: str | None = None
+    # The vault spans of the items this call serves (piigate.telemetry.tracing); empty
+    # when tracing is off. Not part of the call's shape.
+    trace: tuple[SpanContext, ...] = field(default=(), compare=False)
 
     def __repr__(self) -> str:  # never print the key
         return f"DetokenizeQuery(collection={self.collection!r}, n={len(self.token_ids)})"
@@ -80,32 +94,50 @@ class DetokenizeQuery:
 class VaultClient:
     """Piiano Vault's detokenize over a keep-alive connection pool."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, max_response_bytes: int):
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        max_response_bytes: int,
+        *,
+        route: Route = DIRECT_ROUTE,
+        tls: VaultTls | None = None,
+    ):
         self._session = session
         self._url = base_url.rstrip("/") + API_BASE + "/data/collections/{collection}/tokens"
         self._max_response_bytes = max_response_bytes
+        self._route = route  # chosen once: the vault's URL is fixed (its proxy, or none)
+        self._tls = tls  # its context is read per request, so a reload applies to the next
 
     async def detokenize(
-        self, query: DetokenizeQuery, timeout_s: float
+        self, query: DetokenizeQuery, timeout_s: float,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Mapping[str, Any]]:
-        """Fields per token id for the ids the vault knows; unknown ids are absent."""
+        """Fields per token id for the ids the vault knows; unknown ids are absent.
+        `headers` (trace context) go out beside piigate's own, never instead of them."""
         params: list[tuple[str, str]] = [("reason", query.reason)]
         if query.adhoc_reason:
             params.append(("adhoc_reason", query.adhoc_reason))
-        if query.custom_audit:
-            params.append(("custom_audit", query.custom_audit[:MAX_CUSTOM_AUDIT]))
+        custom_audit = " ".join(filter(None, (
+            query.custom_audit, f"purpose {query.purpose}" if query.purpose else None)))
+        if custom_audit:
+            params.append(("custom_audit", custom_audit[:MAX_CUSTOM_AUDIT]))
         params += [("token_ids", t) for t in query.token_ids]
         params += [("props", p) for p in query.props]
         params += [("tags", t) for t in query.tags]
         url = self._url.format(collection=query.collection)
-        headers = {"Authorization": f"Bearer {query.api_key}", "Accept": "application/json"}
+        sent = {**(headers or {}), **self._route.headers,
+                "Authorization": f"Bearer {query.api_key}", "Accept": "application/json"}
         try:
             async with self._session.get(
                 url,
                 params=params,
-                headers=headers,
+                headers=sent,
                 timeout=aiohttp.ClientTimeout(total=max(timeout_s, 0.001)),
                 allow_redirects=False,
+                proxy=self._route.proxy,
+                proxy_headers=self._route.proxy_headers,
+                ssl=self._tls.context if self._tls is not None else True,
             ) as response:
                 body = await self._read(response)
                 status = response.status
@@ -116,7 +148,8 @@ class VaultClient:
             raise VaultUnavailable() from exc
         if status != 200:
             raise _status_error(status, body)
-        return _parse_answer(body, set(query.token_ids))
+        # By tags alone (no token ids), every token the vault selected was asked for.
+        return _parse_answer(body, set(query.token_ids) if query.token_ids else None)
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         """The whole body (rules 1 and 2); the total timeout bounds every wait in here."""
@@ -170,7 +203,7 @@ def _error_code(body: bytes) -> str | None:
     return None
 
 
-def _parse_answer(body: bytes, asked: set[str]) -> dict[str, Mapping[str, Any]]:
+def _parse_answer(body: bytes, asked: set[str] | None) -> dict[str, Mapping[str, Any]]:
     """`[{"token_id": .., "fields": {..}}, ...]` → fields by token id (rules 3 to 5);
     anything else in the shape is garbage and refused as a whole."""
     try:
@@ -190,7 +223,7 @@ def _parse_answer(body: bytes, asked: set[str]) -> dict[str, Mapping[str, Any]]:
         token_id, fields = item.get("token_id"), item.get("fields")
         if not isinstance(token_id, str) or not isinstance(fields, dict):
             raise VaultResponseInvalid({"detail": "item without token_id or fields"})
-        if token_id not in asked:
+        if asked is not None and token_id not in asked:
             # Never hand out a record that was not asked for, whatever the vault sent.
             raise VaultResponseInvalid({"detail": "unrequested token"})
         kept = out.setdefault(token_id, fields)

@@ -16,6 +16,13 @@ Rules:
    timeout is the longest budget among its members.
 4. A batch's failure is each member's failure; answers never mix: a caller sees only the
    token ids it asked for (the vault stage already refuses answers for ids nobody asked).
+   A request by tags alone (no token ids: a named subject) shares only with requests by
+   the very same tags, and each of them sees the whole answer: it is what the tags select.
+5. With tracing on, a shared call carries every member's vault span: the first member's
+   is its span's parent, the others are links (`piigate.telemetry.tracing`).
+
+`MeasuredVault` sits between this and the client: it times every call that reaches the
+vault (a coalesced call once) for the metric `piigate_vault_request_duration_seconds`.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,6 +54,7 @@ class _Batch:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     timer: asyncio.TimerHandle | None = None
+    trace: list[Any] = field(default_factory=list)  # every member's vault span (tracing)
 
 
 class CoalescingVault:
@@ -72,6 +81,8 @@ class CoalescingVault:
             batch = _Batch(dataclasses.replace(query, token_ids=()))
             self._open[key] = batch
         batch.ids.update(dict.fromkeys(query.token_ids))
+        if query.trace:
+            batch.trace += query.trace
         batch.timeout_s = max(batch.timeout_s, timeout_s)
         if self._inflight.get(key, 0) < self._max_inflight or len(batch.ids) >= self._max_batch:
             self._send(key, batch)
@@ -83,6 +94,8 @@ class CoalescingVault:
             answer = await asyncio.wait_for(asyncio.shield(batch.done), timeout_s)
         except TimeoutError as exc:
             raise VaultTimeout() from exc
+        if not query.token_ids:  # by tags alone (rule 4)
+            return dict(answer)
         return {t: answer[t] for t in query.token_ids if t in answer}
 
     async def _alone(self, key: tuple[object, ...], query: DetokenizeQuery,
@@ -122,7 +135,8 @@ class CoalescingVault:
 
     async def _call(self, key: tuple[object, ...], batch: _Batch) -> None:
         self.vault_calls += 1
-        query = dataclasses.replace(batch.query, token_ids=tuple(batch.ids))
+        query = dataclasses.replace(batch.query, token_ids=tuple(batch.ids),
+                                    trace=tuple(batch.trace))
         try:
             answer = await self._vault.detokenize(query, batch.timeout_s)
         except GatewayError as exc:
@@ -143,8 +157,47 @@ class CoalescingVault:
                 await task
 
 
+class MeasuredVault:
+    """Times each vault call: `observe(outcome, seconds)`, the outcome "ok", the failure's
+    label (`outcome_of(reason)`), "error" for anything unexpected, or "cancelled".
+
+    A call cut off once its budget is spent is a timeout, whoever cut it: rule 3's own
+    bound starts a moment before the client's and so fires first, and this layer then
+    sees a cancellation, not the client's VaultTimeout. Only one cancelled before its
+    budget ran out (the caller left, the gateway is stopping) is "cancelled"."""
+
+    # A cancellation this close to the budget is the budget's (the two bounds start
+    # microseconds apart; timers fire within the loop's clock resolution).
+    BUDGET_SLACK_S = 0.001
+
+    def __init__(self, vault: Vault, observe: Callable[[str, float], None],
+                 outcome_of: Callable[[str], str]) -> None:
+        self._vault = vault
+        self._observe = observe
+        self._outcome_of = outcome_of
+
+    async def detokenize(self, query: DetokenizeQuery, timeout_s: float) -> Answer:
+        started = time.perf_counter()
+        try:
+            answer = await self._vault.detokenize(query, timeout_s)
+        except GatewayError as exc:
+            self._observe(self._outcome_of(exc.reason), time.perf_counter() - started)
+            raise
+        except asyncio.CancelledError:
+            elapsed = time.perf_counter() - started
+            spent = elapsed >= timeout_s - self.BUDGET_SLACK_S
+            self._observe(self._outcome_of(VaultTimeout.reason) if spent else "cancelled",
+                          elapsed)
+            raise
+        except Exception:
+            self._observe("error", time.perf_counter() - started)
+            raise
+        self._observe("ok", time.perf_counter() - started)
+        return answer
+
+
 def _shape(query: DetokenizeQuery) -> tuple[object, ...]:
     """Everything that must match for two requests to share one vault call. The request
     reference (custom_audit) is not part of it: a shared call carries the first's."""
     return (query.collection, query.props, query.reason, query.adhoc_reason, query.api_key,
-            query.tags)
+            query.tags, query.purpose, not query.token_ids)

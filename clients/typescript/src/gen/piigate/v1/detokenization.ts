@@ -56,9 +56,24 @@ export enum Reason {
   REASON_OTHER = 10,
 }
 
-/** DetokenizeRequest names the end user (by their access token) and what is wanted. */
+/**
+ * DetokenizeRequest names whose data is wanted and what is wanted. How the gateway finds
+ * the data subject is the caller's profile's `subject_resolution`:
+ *
+ * - `token_claim` (the default): subject_token is the end user's own access token; the
+ *   vault token is its namespaced pii_token claim.
+ * - `on_behalf_of` (support tooling, after RFC 8693's naming): actor_token is the support
+ *   agent's own access token, subject names the customer, purpose the ticket; the
+ *   customer's vault token is found by the binding tag migration wrote.
+ * - `launch_patient` (SMART-on-FHIR clinician apps): subject_token is the practitioner's
+ *   access token with its SMART `patient` launch context; the patient's vault token is
+ *   found by the tag derived from the patient's FHIR id, never the holder's own claim.
+ */
 export interface DetokenizeRequest {
-  /** The end user's access token (a JWT) exactly as the caller received it. */
+  /**
+   * The end user's (or, for launch_patient, the practitioner's) access token exactly as
+   * the caller received it. Empty for on_behalf_of.
+   */
   subjectToken: string;
   /**
    * Field names wanted: a subset of what the caller's profile allows. Empty means
@@ -72,11 +87,42 @@ export interface DetokenizeRequest {
   reason: Reason;
   /** Free-text purpose; required when reason is REASON_OTHER, refused otherwise. */
   adhocReason: string;
+  /** on_behalf_of: the acting support agent's own access token (RFC 8693 actor_token). */
+  actorToken: string;
+  /** on_behalf_of: the customer whose data is wanted. */
+  subject:
+    | SubjectRef
+    | undefined;
+  /**
+   * Why this access happens, as the operator's process names it (a support ticket
+   * reference, say); required by profiles that say so, recorded in the audit trail and
+   * passed to the vault as its custom audit text. At most 128 printable characters.
+   */
+  purpose: string;
+  /**
+   * launch_patient: the FHIR Patient id the app has in context. Optional; when given it
+   * must equal the token's `patient` launch context.
+   */
+  patient: string;
+}
+
+/**
+ * SubjectRef names a data subject without their token: the identity provider (by its
+ * configured issuer name) and the subject (`sub`) it knows them as.
+ */
+export interface SubjectRef {
+  /** The configured issuer name (as in piigate's `[issuers.<name>]`). */
+  issuer: string;
+  /** The subject identifier at that issuer. */
+  subject: string;
 }
 
 /** BatchDetokenizeRequest asks for several users' fields under one reason. */
 export interface BatchDetokenizeRequest {
-  /** The end users' access tokens; at most the gateway's configured batch size. */
+  /**
+   * The end users' access tokens; at most the gateway's configured batch size. Empty
+   * for on_behalf_of, which names subjects instead.
+   */
   subjectTokens: string[];
   /** As in DetokenizeRequest, applied to every item. */
   fields: string[];
@@ -84,6 +130,12 @@ export interface BatchDetokenizeRequest {
   reason: Reason;
   /** As in DetokenizeRequest, applied to every item. */
   adhocReason: string;
+  /** on_behalf_of: the customers, one item each, in order. */
+  subjects: SubjectRef[];
+  /** As in DetokenizeRequest, for every item. */
+  actorToken: string;
+  /** As in DetokenizeRequest, for every item. */
+  purpose: string;
 }
 
 /** BatchDetokenizeResponse holds one result per subject token, in request order. */
@@ -112,6 +164,11 @@ export interface DetokenizeResponse {
   profile: string;
   /** The reason the data was released under. */
   reason: Reason;
+  /**
+   * The audit event's request id (also in the `piigate-request-id` trailer, and in
+   * every failure's ErrorInfo metadata as `request_id`): quote it to find the audit line.
+   */
+  requestId: string;
 }
 
 /** DisclosedField is one property of the user's vault record, shaped by the profile. */
@@ -128,7 +185,16 @@ export interface DisclosedField {
 }
 
 function createBaseDetokenizeRequest(): DetokenizeRequest {
-  return { subjectToken: "", fields: [], reason: 0, adhocReason: "" };
+  return {
+    subjectToken: "",
+    fields: [],
+    reason: 0,
+    adhocReason: "",
+    actorToken: "",
+    subject: undefined,
+    purpose: "",
+    patient: "",
+  };
 }
 
 export const DetokenizeRequest: MessageFns<DetokenizeRequest> = {
@@ -144,6 +210,18 @@ export const DetokenizeRequest: MessageFns<DetokenizeRequest> = {
     }
     if (message.adhocReason !== "") {
       writer.uint32(34).string(message.adhocReason);
+    }
+    if (message.actorToken !== "") {
+      writer.uint32(42).string(message.actorToken);
+    }
+    if (message.subject !== undefined) {
+      SubjectRef.encode(message.subject, writer.uint32(50).fork()).join();
+    }
+    if (message.purpose !== "") {
+      writer.uint32(58).string(message.purpose);
+    }
+    if (message.patient !== "") {
+      writer.uint32(66).string(message.patient);
     }
     return writer;
   },
@@ -193,6 +271,38 @@ export const DetokenizeRequest: MessageFns<DetokenizeRequest> = {
             message.adhocReason = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.actorToken = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.subject = SubjectRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.purpose = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.patient = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -214,12 +324,85 @@ export const DetokenizeRequest: MessageFns<DetokenizeRequest> = {
     message.fields = object.fields?.map((e) => e) || [];
     message.reason = object.reason ?? 0;
     message.adhocReason = object.adhocReason ?? "";
+    message.actorToken = object.actorToken ?? "";
+    message.subject = (object.subject !== undefined && object.subject !== null)
+      ? SubjectRef.fromPartial(object.subject)
+      : undefined;
+    message.purpose = object.purpose ?? "";
+    message.patient = object.patient ?? "";
+    return message;
+  },
+};
+
+function createBaseSubjectRef(): SubjectRef {
+  return { issuer: "", subject: "" };
+}
+
+export const SubjectRef: MessageFns<SubjectRef> = {
+  encode(message: SubjectRef, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.issuer !== "") {
+      writer.uint32(10).string(message.issuer);
+    }
+    if (message.subject !== "") {
+      writer.uint32(18).string(message.subject);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SubjectRef {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSubjectRef();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.issuer = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.subject = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SubjectRef>): SubjectRef {
+    return SubjectRef.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SubjectRef>): SubjectRef {
+    const message = createBaseSubjectRef();
+    message.issuer = object.issuer ?? "";
+    message.subject = object.subject ?? "";
     return message;
   },
 };
 
 function createBaseBatchDetokenizeRequest(): BatchDetokenizeRequest {
-  return { subjectTokens: [], fields: [], reason: 0, adhocReason: "" };
+  return { subjectTokens: [], fields: [], reason: 0, adhocReason: "", subjects: [], actorToken: "", purpose: "" };
 }
 
 export const BatchDetokenizeRequest: MessageFns<BatchDetokenizeRequest> = {
@@ -235,6 +418,15 @@ export const BatchDetokenizeRequest: MessageFns<BatchDetokenizeRequest> = {
     }
     if (message.adhocReason !== "") {
       writer.uint32(34).string(message.adhocReason);
+    }
+    for (const v of message.subjects) {
+      SubjectRef.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.actorToken !== "") {
+      writer.uint32(50).string(message.actorToken);
+    }
+    if (message.purpose !== "") {
+      writer.uint32(58).string(message.purpose);
     }
     return writer;
   },
@@ -284,6 +476,30 @@ export const BatchDetokenizeRequest: MessageFns<BatchDetokenizeRequest> = {
             message.adhocReason = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.subjects.push(SubjectRef.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.actorToken = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.purpose = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -305,6 +521,9 @@ export const BatchDetokenizeRequest: MessageFns<BatchDetokenizeRequest> = {
     message.fields = object.fields?.map((e) => e) || [];
     message.reason = object.reason ?? 0;
     message.adhocReason = object.adhocReason ?? "";
+    message.subjects = object.subjects?.map((e) => SubjectRef.fromPartial(e)) || [];
+    message.actorToken = object.actorToken ?? "";
+    message.purpose = object.purpose ?? "";
     return message;
   },
 };
@@ -436,7 +655,7 @@ export const BatchDetokenizeResult: MessageFns<BatchDetokenizeResult> = {
 };
 
 function createBaseDetokenizeResponse(): DetokenizeResponse {
-  return { tokenId: "", fields: [], profile: "", reason: 0 };
+  return { tokenId: "", fields: [], profile: "", reason: 0, requestId: "" };
 }
 
 export const DetokenizeResponse: MessageFns<DetokenizeResponse> = {
@@ -452,6 +671,9 @@ export const DetokenizeResponse: MessageFns<DetokenizeResponse> = {
     }
     if (message.reason !== 0) {
       writer.uint32(32).int32(message.reason);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(42).string(message.requestId);
     }
     return writer;
   },
@@ -501,6 +723,14 @@ export const DetokenizeResponse: MessageFns<DetokenizeResponse> = {
             message.reason = reader.int32() as any;
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -522,6 +752,7 @@ export const DetokenizeResponse: MessageFns<DetokenizeResponse> = {
     message.fields = object.fields?.map((e) => DisclosedField.fromPartial(e)) || [];
     message.profile = object.profile ?? "";
     message.reason = object.reason ?? 0;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
