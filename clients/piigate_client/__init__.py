@@ -16,6 +16,7 @@ from piigate_client.client import (
     DetokenizationClient,
     Detokenized,
     Field,
+    SubjectRef,
 )
 from piigate_client.client_auth import ClientSecretBasic, ClientSecretPost, PrivateKeyJwt
 from piigate_client.errors import PiigateError
@@ -31,5 +32,6 @@ __all__ = [
     "Field",
     "PiigateError",
     "PrivateKeyJwt",
+    "SubjectRef",
     "TokenEndpointError",
 ]

@@ -97,13 +97,25 @@ def _request(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SubjectRef:
+    """A customer named without their token (`on_behalf_of` profiles): the configured
+    issuer name at piigate and the subject (`sub`) that issuer knows them as."""
+
+    issuer: str
+    subject: str
+
+
 def _batch_request(
-    subject_tokens: Sequence[str], fields: Sequence[str], reason: str | None, adhoc_reason: str
+    subject_tokens: Sequence[str], fields: Sequence[str], reason: str | None, adhoc_reason: str,
+    *, subjects: Sequence[SubjectRef] = (), actor_token: str = "", purpose: str = "",
 ) -> pb.BatchDetokenizeRequest:
     single = _request("", fields, reason, adhoc_reason)
     return pb.BatchDetokenizeRequest(
         subject_tokens=list(subject_tokens), fields=single.fields, reason=single.reason,
         adhoc_reason=single.adhoc_reason,
+        subjects=[pb.SubjectRef(issuer=s.issuer, subject=s.subject) for s in subjects],
+        actor_token=actor_token, purpose=purpose,
     )
 
 
@@ -204,6 +216,32 @@ class DetokenizationClient:
             raise error_from_rpc(exc) from None
         return _batch_results(response)
 
+    def detokenize_on_behalf_of(
+        self,
+        actor_token: str,
+        subjects: Sequence[SubjectRef],
+        *,
+        purpose: str,
+        fields: Sequence[str] = (),
+        reason: str | None = None,
+        adhoc_reason: str = "",
+        timeout_s: float | None = None,
+    ) -> list[Detokenized | PiigateError]:
+        """Support tooling (`on_behalf_of` profiles): customers named by issuer and
+        subject, the acting agent's own access token, and the ticket as `purpose`. The
+        customers' tokens are never needed: piigate finds their vault tokens by the
+        binding tag. A result or a typed error per customer, in order."""
+        request = _batch_request((), fields, reason, adhoc_reason, subjects=subjects,
+                                 actor_token=actor_token, purpose=purpose)
+        metadata = self._metadata()
+        try:
+            response = self._stub.BatchDetokenize(
+                request, timeout=timeout_s or self._timeout_s, metadata=metadata
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return _batch_results(response)
+
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return _authorization(self._credential() if self._credential else None)
 
@@ -282,6 +320,29 @@ class AsyncDetokenizationClient:
         """Many users in one call: a result or a typed error per token, in order. The call
         itself raises only for the caller's own failure or a malformed batch."""
         request = _batch_request(subject_tokens, fields, reason, adhoc_reason)
+        metadata = await self._metadata()
+        try:
+            response = await self._stub.BatchDetokenize(
+                request, timeout=timeout_s or self._timeout_s, metadata=metadata
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return _batch_results(response)
+
+    async def detokenize_on_behalf_of(
+        self,
+        actor_token: str,
+        subjects: Sequence[SubjectRef],
+        *,
+        purpose: str,
+        fields: Sequence[str] = (),
+        reason: str | None = None,
+        adhoc_reason: str = "",
+        timeout_s: float | None = None,
+    ) -> list[Detokenized | PiigateError]:
+        """As `DetokenizationClient.detokenize_on_behalf_of`."""
+        request = _batch_request((), fields, reason, adhoc_reason, subjects=subjects,
+                                 actor_token=actor_token, purpose=purpose)
         metadata = await self._metadata()
         try:
             response = await self._stub.BatchDetokenize(

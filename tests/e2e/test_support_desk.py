@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from piigate_client import AsyncDetokenizationClient, Detokenized, SubjectRef
 from piigate_client.errors import PiigateError
 from piigate_client.v1 import detokenization_pb2 as pb
 from piigate_dev import demo
@@ -206,3 +207,26 @@ async def test_explain_rehearses_a_support_lookup(tmp_path: Path) -> None:
     assert denied == 1, denied_out
     assert "FAIL  purpose: PURPOSE_MISSING (profile=support)" in denied_out
     assert agent.read_text() not in allowed_out + denied_out
+
+
+async def test_the_python_client_looks_up_customers_on_behalf_of_an_agent() -> None:
+    async with running_stack(gateway_overrides={"profiles": {"support": SUPPORT_DESK}}) as stack:
+        console_token = await stack.caller_token("support-tool")
+        agent = agent_token(stack)
+        async with AsyncDetokenizationClient(stack.target, lambda: console_token) as client:
+            alice, nobody = await client.detokenize_on_behalf_of(
+                agent, [SubjectRef("dev", "auth0|alice"), SubjectRef("dev", "auth0|nobody")],
+                purpose=TICKET, fields=["ssn"])
+            (no_ticket,) = await client.detokenize_on_behalf_of(
+                agent, [SubjectRef("dev", "auth0|bob")], purpose="", fields=["ssn"])
+        events = stack.audit_events()
+    assert isinstance(alice, Detokenized)
+    assert (alice["ssn"].value, alice["ssn"].disclosure) == ("***-**-1234", "masked")
+    assert isinstance(nobody, PiigateError)
+    assert nobody.reason == "SUBJECT_NOT_FOUND"
+    # A batch's items are refused one by one; a missing ticket refuses the item, not the call.
+    assert isinstance(no_ticket, PiigateError)
+    assert no_ticket.reason == "PURPOSE_MISSING"
+    (allowed,) = [e for e in events if e.get("outcome") == "allowed"]
+    assert (allowed["actor_sub"], allowed["purpose"], allowed["request_id"]) == (
+        "staff|sam", TICKET, alice.request_id)
