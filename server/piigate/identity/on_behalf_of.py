@@ -38,8 +38,8 @@ from piigate.errors import (
     StepUpRequired,
     SubjectIssuerNotAllowed,
     SubjectRefInvalid,
-    TokenRejected,
 )
+from piigate.identity.subject import verify_in_role
 from piigate.policy.decision import unmet_step_up
 from piigate.tokens.verification import VerifiedToken
 from piigate.tokens.verifier import TokenVerifier
@@ -59,14 +59,9 @@ class SubjectRef:
 
 
 async def verify_actor(verifier: TokenVerifier, actor_token: str) -> VerifiedToken:
-    """Rule 1: the verified actor token, or a TokenRejected tagged with the actor role."""
-    if not actor_token:
-        raise ActorTokenMissing()
-    try:
-        # Exactly as a subject token: a workforce IdP's opaque token is introspected too.
-        return await verifier.verify(actor_token, accept_opaque=True)
-    except TokenRejected as exc:
-        raise exc.for_role(ACTOR_ROLE) from exc
+    """Rule 1: the verified actor token, or a TokenRejected tagged with the actor role.
+    Exactly as a subject token: a workforce IdP's opaque token is introspected too."""
+    return await verify_in_role(verifier, actor_token, ACTOR_ROLE, ActorTokenMissing)
 
 
 def check_actor_issuer(profile: Profile, rule: ActorRule, actor: VerifiedToken) -> None:

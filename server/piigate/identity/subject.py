@@ -12,7 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from piigate.errors import SubjectTokenMissing, TokenCarriesDeniedClaim, TokenRejected
+from piigate.errors import (
+    GatewayError,
+    SubjectTokenMissing,
+    TokenCarriesDeniedClaim,
+    TokenRejected,
+)
 from piigate.tokens.verification import VerifiedToken
 from piigate.tokens.verifier import TokenVerifier
 
@@ -21,12 +26,21 @@ SUBJECT_ROLE = "subject"
 
 async def verify_subject(verifier: TokenVerifier, subject_token: str) -> VerifiedToken:
     """Verify the subject token or raise a TokenRejected tagged with the subject role."""
-    if not subject_token:
-        raise SubjectTokenMissing()
+    return await verify_in_role(verifier, subject_token, SUBJECT_ROLE, SubjectTokenMissing)
+
+
+async def verify_in_role(
+    verifier: TokenVerifier, token: str, role: str, missing: type[GatewayError]
+) -> VerifiedToken:
+    """A token a request carries for someone (the subject, or the actor of
+    `on_behalf_of`): `missing` when empty, else verified like any subject token (an opaque
+    one by introspection) or a TokenRejected tagged with `role`."""
+    if not token:
+        raise missing()
     try:
-        return await verifier.verify(subject_token, accept_opaque=True)
+        return await verifier.verify(token, accept_opaque=True)
     except TokenRejected as exc:
-        raise exc.for_role(SUBJECT_ROLE) from exc
+        raise exc.for_role(role) from exc
 
 
 def refuse_denied_claims(claims: Mapping[str, Any], denied: Sequence[str]) -> None:

@@ -87,14 +87,20 @@ async def _get(
         proxy=route.proxy,
         proxy_headers=route.proxy_headers,
     ) as response:
-        if response.status != 200:
-            kind = "redirect" if 300 <= response.status < 400 else "status"
-            raise FetchFailed(f"http_{kind}_{response.status}")
-        if response.content_length is not None and response.content_length > limit:
+        return await read_answer(response, limit), response.headers.get("Cache-Control")
+
+
+async def read_answer(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """A 200 answer's body, at most `limit` bytes (declared or as it arrives); else
+    FetchFailed (`http_redirect_3xx`, `http_status_N`, `response_too_large`)."""
+    if response.status != 200:
+        kind = "redirect" if 300 <= response.status < 400 else "status"
+        raise FetchFailed(f"http_{kind}_{response.status}")
+    if response.content_length is not None and response.content_length > limit:
+        raise FetchFailed("response_too_large")
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(16 * 1024):
+        body += chunk
+        if len(body) > limit:
             raise FetchFailed("response_too_large")
-        body = bytearray()
-        async for chunk in response.content.iter_chunked(16 * 1024):
-            body += chunk
-            if len(body) > limit:
-                raise FetchFailed("response_too_large")
-        return bytes(body), response.headers.get("Cache-Control")
+    return bytes(body)

@@ -74,7 +74,7 @@ from piigate.errors import (
     TokenTypeInvalid,
 )
 from piigate.tokens.discovery import DiscoveryFailed
-from piigate.tokens.fetch import check_jwks_uri
+from piigate.tokens.fetch import FetchFailed, check_jwks_uri, read_answer
 from piigate.tokens.jwks import JwksStatus
 from piigate.tokens.jws import freeze
 from piigate.tokens.keys import KeySet
@@ -236,19 +236,9 @@ class HttpIntrospectionPost:
                     allow_redirects=False, timeout=client_timeout, proxy=route.proxy,
                     proxy_headers=route.proxy_headers,
                 ) as response:
-                    if response.status != 200:
-                        kind = "redirect" if 300 <= response.status < 400 else "status"
-                        raise IntrospectionFailed(f"http_{kind}_{response.status}")
-                    if response.content_length is not None and (
-                        response.content_length > max_bytes
-                    ):
-                        raise IntrospectionFailed("response_too_large")
-                    body = bytearray()
-                    async for chunk in response.content.iter_chunked(16 * 1024):
-                        body += chunk
-                        if len(body) > max_bytes:
-                            raise IntrospectionFailed("response_too_large")
-                    return bytes(body)
+                    return await read_answer(response, max_bytes)
+        except FetchFailed as exc:  # the same status and size rules as a key set's fetch
+            raise IntrospectionFailed(exc.detail) from exc
         except TimeoutError as exc:
             raise IntrospectionFailed("timeout") from exc
         except aiohttp.ClientError as exc:
