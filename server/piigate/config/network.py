@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from piigate.config.reader import Reader
-from piigate.config.secrets import SecretFileInvalid, check_key_file
+from piigate.config.secrets import SecretFileInvalid, check_key_file, read_tls_material
 from piigate.transport.proxies import Proxies, proxies_from_environment
 
 VAULT_TLS_KEYS = frozenset({"ca_file", "client_cert_file", "client_key_file"})
-_MAX_FILE_BYTES = 1 << 20
 
 
 class VaultTlsInvalid(Exception):
@@ -118,13 +117,4 @@ def read_tls_file(path: Path) -> bytes:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        with path.open("rb") as file:
-            data = file.read(_MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise VaultTlsInvalid(f"cannot read {path}: {exc.strerror}") from exc
-    if len(data) > _MAX_FILE_BYTES:
-        raise VaultTlsInvalid(f"{path} is larger than {_MAX_FILE_BYTES} bytes")
-    if not data.strip():
-        raise VaultTlsInvalid(f"{path} is empty")
-    return data
+    return read_tls_material(path, VaultTlsInvalid, refuse_empty=True)

@@ -99,6 +99,24 @@ def read_secret_file(path: Path, shown: str) -> str:
     return value
 
 
+TLS_FILE_MAX_BYTES = 1 << 20  # a certificate chain or key; anything larger is not one
+
+
+def read_tls_material(path: Path, error: type[Exception], *, refuse_empty: bool) -> bytes:
+    """A PEM file's bytes, at most TLS_FILE_MAX_BYTES, or `error` with a message naming
+    the path (never its content). Shared by the gateway's own TLS and the vault's."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(TLS_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > TLS_FILE_MAX_BYTES:
+        raise error(f"{path} is larger than {TLS_FILE_MAX_BYTES} bytes")
+    if refuse_empty and not data.strip():
+        raise error(f"{path} is empty")
+    return data
+
+
 @dataclass(frozen=True, slots=True)
 class Reloadable:
     """Material read from `paths`; `reload` re-reads it and swaps it in.

@@ -30,6 +30,8 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from piigate.config.secrets import read_tls_material
+
 log = logging.getLogger(__name__)
 
 
@@ -112,7 +114,6 @@ def _complete_blocks(pem: bytes, what: str, expected: int | None) -> int:
     return begins
 
 
-_MAX_FILE_BYTES = 1 << 20
 
 
 class ReloadingServerCredentials:
@@ -254,14 +255,7 @@ class ReloadingServerCredentials:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        with path.open("rb") as file:
-            data = file.read(_MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise TlsMaterialInvalid(f"cannot read {path}: {exc.strerror}") from exc
-    if len(data) > _MAX_FILE_BYTES:
-        raise TlsMaterialInvalid(f"{path} is larger than {_MAX_FILE_BYTES} bytes")
-    return data
+    return read_tls_material(path, TlsMaterialInvalid, refuse_empty=False)
 
 
 def _digest(cert: bytes, key: bytes, client_ca: bytes | None) -> str:
