@@ -16,10 +16,15 @@ least CPU per request; the same goes to bench/results/vault-clients-<UTC time>.j
 
 The candidates (each builds its request per call, as piigate would; none parses JSON
 except the first):
-- `piigate`: piigate's own `VaultClient.detokenize` on a session built as
-  `piigate.bootstrap` builds it, strict JSON parse and checks included: today's full cost;
-- `aiohttp`: the same session and request (params list, headers dict, a ClientTimeout
-  per call), body read by `Content-Length`, no parse: today's HTTP client alone;
+- `piigate`: piigate's own `VaultClient.detokenize` as `piigate.bootstrap` builds it (its
+  HTTP/1.1 pool, `piigate.vault.http1`), strict JSON parse and checks included: the full
+  cost of a vault call;
+- `http1`: that pool alone (`Http1Pool.get` with the request `VaultClient` builds, its
+  query encoding and headers, an `asyncio.timeout` per call), no parse: piigate's HTTP
+  client alone;
+- `aiohttp`: the same request on an aiohttp session built as piigate's vault session was
+  (params list, headers dict, a ClientTimeout per call), body read by `Content-Length`,
+  no parse: the HTTP client piigate used before `http1`;
 - `aiohttp-tuned`: no cookie jar (`DummyCookieJar`), no automatic `User-Agent` /
   `Accept-Encoding` (`skip_auto_headers`), one reused header object and timeout, the URL
   as an already-encoded `yarl.URL`, `auto_decompress=False`;
@@ -59,7 +64,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from bench import h1client, vault_load
 from bench.traffic import percentile
 from piigate import strictjson
-from piigate.vault.client import DetokenizeQuery, VaultClient
+from piigate.vault.client import DetokenizeQuery, VaultClient, form_value
+from piigate.vault.http1 import Http1Pool
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEY = vault_load.ADMIN["Authorization"].removeprefix("Bearer ")
@@ -80,7 +86,7 @@ def path_and_query(token_id: str, ref: str) -> str:
 
 
 def today_session() -> aiohttp.ClientSession:
-    """As `piigate.bootstrap.build_parts` builds it."""
+    """As `piigate.bootstrap.build_parts` built the vault's."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=LIMIT, ttl_dns_cache=300),
         raise_for_status=False, auto_decompress=False,
@@ -88,8 +94,7 @@ def today_session() -> aiohttp.ClientSession:
 
 
 async def piigate_client(base: str) -> tuple[Get, Callable[[], Awaitable[None]]]:
-    session = today_session()
-    client = VaultClient(session, base, MAX_BODY)
+    client = VaultClient(base, MAX_BODY, max_connections=LIMIT)
 
     async def get(token_id: str, ref: str) -> tuple[int, bytes]:
         query = DetokenizeQuery(collection="users", token_ids=(token_id,), props=PROPS,
@@ -98,7 +103,22 @@ async def piigate_client(base: str) -> tuple[Get, Callable[[], Awaitable[None]]]
         found = await client.detokenize(query, TIMEOUT_S)
         return (200, b'[{"token_id"') if token_id in found else (404, b"")
 
-    return get, session.close
+    return get, client.aclose
+
+
+async def http1_pool(base: str) -> tuple[Get, Callable[[], Awaitable[None]]]:
+    pool = Http1Pool(base, LIMIT)
+    path = yarl.URL(base.rstrip("/") + TOKENS_PATH).raw_path
+
+    async def get(token_id: str, ref: str) -> tuple[int, bytes]:
+        params = [("reason", REASON), ("custom_audit", f"piigate request {ref}"),
+                  ("token_ids", token_id), *(("props", p) for p in PROPS)]  # fmt: skip
+        target = path + "?" + "&".join(f"{k}={form_value(v)}" for k, v in params)
+        headers = {"Authorization": f"Bearer {KEY}", "Accept": "application/json"}
+        async with asyncio.timeout(TIMEOUT_S):
+            return await pool.get(target, headers.items(), max_body_bytes=MAX_BODY)
+
+    return get, pool.aclose
 
 
 async def aiohttp_today(base: str) -> tuple[Get, Callable[[], Awaitable[None]]]:
@@ -262,6 +282,7 @@ async def h1_client(base: str) -> tuple[Get, Callable[[], Awaitable[None]]]:
 
 CANDIDATES: dict[str, tuple[Callable[[str], Awaitable[tuple[Get, Any]]], str | None]] = {
     "piigate": (piigate_client, None),
+    "http1": (http1_pool, None),
     "aiohttp": (aiohttp_today, None),
     "aiohttp-tuned": (aiohttp_tuned, None),
     "pycurl": (pycurl_multi, "pycurl"),

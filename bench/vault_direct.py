@@ -4,9 +4,9 @@
 
 What a gateway adds to a lone call is read against this: the same vault, the same HTTP
 request piigate's vault client sends, with no gateway in between. The request is not
-rebuilt by hand: `capture_templates` has piigate's own `VaultClient` (on a session built as
-`piigate.bootstrap` builds it) send one detokenize per profile to a capturing socket, and
-keeps the bytes it sent (request line, query order and encoding, aiohttp's headers); each
+rebuilt by hand: `capture_templates` has piigate's own `VaultClient` (its own HTTP/1.1
+pool, `piigate.vault.http1`) send one detokenize per profile to a capturing socket, and
+keeps the bytes it sent (request line, query order and encoding, its headers); each
 planned call then differs only in its vault token id and its `custom_audit` request id,
 exactly as piigate's calls do. The profiles' properties, reasons and keys are the demo
 configuration's (`piigate_dev.demo.gateway_config`); a mismatch would be refused by the
@@ -35,8 +35,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
-
-import aiohttp
 
 from bench.load import CONNECT_TIMEOUT_S, DRAIN_S, LoadResult, summarize
 from bench.stack import SubjectToken, person
@@ -104,23 +102,19 @@ async def capture_templates(api_keys: dict[str, str]) -> dict[str, str]:
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     templates: dict[str, str] = {}
-    # As piigate.bootstrap builds its session.
-    connector = aiohttp.TCPConnector(limit=4, ttl_dns_cache=300)
+    client = VaultClient(f"http://127.0.0.1:{port}", MAX_BODY_BYTES, max_connections=4)
     try:
-        async with aiohttp.ClientSession(
-            connector=connector, raise_for_status=False, auto_decompress=False
-        ) as session:
-            client = VaultClient(session, f"http://127.0.0.1:{port}", MAX_BODY_BYTES)
-            for caller, profile in PROFILES.items():
-                query = DetokenizeQuery(
-                    collection="users", token_ids=(TOKEN_MARK,), props=profile.props,
-                    reason=profile.reason, adhoc_reason=None, api_key=api_keys[caller],
-                    custom_audit=f"piigate request {REF_MARK}",
-                )  # fmt: skip
-                await client.detokenize(query, 5.0)
-                head = heads[-1].decode("latin-1")
-                templates[caller] = head.replace(f"127.0.0.1:{port}", "HOSTMARK")
+        for caller, profile in PROFILES.items():
+            query = DetokenizeQuery(
+                collection="users", token_ids=(TOKEN_MARK,), props=profile.props,
+                reason=profile.reason, adhoc_reason=None, api_key=api_keys[caller],
+                custom_audit=f"piigate request {REF_MARK}",
+            )  # fmt: skip
+            await client.detokenize(query, 5.0)
+            head = heads[-1].decode("latin-1")
+            templates[caller] = head.replace(f"127.0.0.1:{port}", "HOSTMARK")
     finally:
+        await client.aclose()
         server.close()
         await server.wait_closed()
     return templates

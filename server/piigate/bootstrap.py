@@ -261,8 +261,9 @@ def build_parts(
     )
     sources = {i.name: issuer_source(i, session, clock, config.proxies, metrics)
                for i in config.issuers}
-    client = VaultClient(
-        session, config.vault.url, config.vault.max_response_bytes,
+    client = VaultClient(  # its own connection pool (piigate.vault.http1), not the session
+        config.vault.url, config.vault.max_response_bytes,
+        max_connections=config.vault.max_connections,
         route=config.proxies.route(yarl.URL(config.vault.url)), tls=vault_tls,
     )
     traced = tracing or tracing_from_config(config.telemetry)
@@ -295,7 +296,7 @@ def build_parts(
     metrics.watch(sources, sink if isinstance(sink, AuditHealth) else None, abuse.state_health)
     if tracing is None:
         parts._closers.append(traced.aclose)  # last: spans of the final calls are exported
-    parts._closers += [session.close, sink.close, abuse.aclose]
+    parts._closers += [session.close, client.aclose, sink.close, abuse.aclose]
     if isinstance(vault, CoalescingVault):
         parts._closers.append(vault.aclose)
     parts._closers += [s.aclose for s in sources.values()]

@@ -29,6 +29,7 @@ RUNS = {
     "token_claims": 100_000,
     "strictjson": 100_000,
     "vault_answer": 100_000,
+    "vault_http1": 100_000,
     "smart_scopes": 50_000,
     "config": 3_000,
     "audit_chain": 15_000,

@@ -8,7 +8,6 @@ import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -37,20 +36,19 @@ QUERY = DetokenizeQuery(
 @pytest.fixture
 async def vault() -> AsyncIterator[StartVault]:
     runners: list[web.AppRunner] = []
-    sessions: list[aiohttp.ClientSession] = []
+    clients: list[VaultClient] = []
 
     async def start(handler: Handler) -> VaultClient:
         app = web.Application()
         app.router.add_get("/api/pvlt/1.0/data/collections/{c}/tokens", handler)
         runner, url = await start_http_app(app, ListenAddress("127.0.0.1", 0))
         runners.append(runner)
-        session = aiohttp.ClientSession()
-        sessions.append(session)
-        return VaultClient(session, url, max_response_bytes=4096)
+        clients.append(client := VaultClient(url, max_response_bytes=4096))
+        return client
 
     yield start
-    for session in sessions:
-        await session.close()
+    for client in clients:
+        await client.aclose()
     for runner in runners:
         await runner.cleanup()
 
@@ -202,10 +200,10 @@ async def test_a_vault_that_is_down_is_unavailable() -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    async with aiohttp.ClientSession() as session:
-        client = VaultClient(session, f"http://127.0.0.1:{port}", 4096)
-        with pytest.raises(VaultUnavailable):
-            await client.detokenize(QUERY, timeout_s=2)
+    client = VaultClient(f"http://127.0.0.1:{port}", 4096)
+    with pytest.raises(VaultUnavailable):
+        await client.detokenize(QUERY, timeout_s=2)
+    await client.aclose()
 
 
 def _json(body: object, status: int = 200) -> Handler:

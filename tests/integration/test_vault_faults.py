@@ -67,8 +67,7 @@ class Rig:
 async def rig() -> AsyncIterator[Rig]:
     async with running_local_vault(VaultConfig(collections=(USERS,))) as vault, \
             aiohttp.ClientSession(headers=vault.admin_headers) as admin, \
-            running_fault_proxy(vault.base_url) as proxy, \
-            aiohttp.ClientSession() as session:
+            running_fault_proxy(vault.base_url) as proxy:
         # Long enough that the answer spans several TCP segments when split.
         records = [{"user_id": f"u-{i}", "ssn": SECRET_SSN, "notes": "x" * 3000}
                    for i in range(3)]
@@ -79,9 +78,11 @@ async def rig() -> AsyncIterator[Rig]:
         ) as answer:
             assert answer.status == 200, await answer.text()
             token_ids = tuple(t["token_id"] for t in await answer.json())
-        rig = Rig(proxy, VaultClient(session, proxy.url, MAX_RESPONSE),
-                  VaultClient(session, vault.base_url, MAX_RESPONSE), token_ids, vault.admin_key)
+        rig = Rig(proxy, VaultClient(proxy.url, MAX_RESPONSE),
+                  VaultClient(vault.base_url, MAX_RESPONSE), token_ids, vault.admin_key)
         yield rig
+        await rig.client.aclose()
+        await rig.direct.aclose()
 
 
 async def detokenize(rig: Rig, timeout_s: float = 2.0) -> object:

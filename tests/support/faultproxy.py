@@ -3,7 +3,7 @@
     async with running_fault_proxy() as proxy:
         proxy.upstream = vault.base_url       # the real local vault
         proxy.fault = Fault.split(3, 0.02)    # the next answers arrive in three pieces
-        client = VaultClient(session, proxy.url, ...)
+        client = VaultClient(proxy.url, ...)
 
 An asyncio TCP server on 127.0.0.1, port 0. For each connection it reads one HTTP/1.1
 request, forwards it to `upstream` (HTTP/1.0, so the upstream closes after its answer and

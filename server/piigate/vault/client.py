@@ -1,18 +1,27 @@
-"""Stage 7: the vault's detokenize call (Piiano Vault REST API), over one pooled aiohttp
-session.
+"""Stage 7: the vault's detokenize call (Piiano Vault REST API), over piigate's own
+keep-alive HTTP/1.1 connection pool (`piigate.vault.http1`).
 
 `GET /api/pvlt/1.0/data/collections/{c}/tokens?reason=..&token_ids=..&props=..` takes a
 list of token ids, so concurrent requests can be coalesced into one call later without
-reshaping this stage. Lists are sent as repeated keys, as Piiano's generated clients do.
+reshaping this stage. Lists are sent as repeated keys, as Piiano's generated clients do,
+each value form-encoded exactly as aiohttp (yarl) encoded it before: letters, digits and
+`_.-~!$'()*,/:?@` as they are, `+` for a space, `%XX` for every other byte of its UTF-8
+(`&`, `=`, `+`, `#`, `%` among them; `form_value`). The headers are Host,
+`Authorization: Bearer <the profile's key>`, `Accept: application/json`, the trace
+context passed in and the proxy's own (`Route.headers`); redirects are not followed (a
+3xx is just a status, below).
 
 Reading the answer:
 
 1. The body is read whole, however the network cuts it: exactly `Content-Length` bytes
-   when declared, else to the end of the stream, never more than `max_response_bytes`
-   (a larger body, declared or found, is VAULT_RESPONSE_INVALID "response too large").
+   when declared, chunked as framed, else to the end of the stream, never more than
+   `max_response_bytes` (a larger body, declared or found, is VAULT_RESPONSE_INVALID
+   "response too large"). A head that is not HTTP/1.x, too large, or framed ambiguously
+   (both `Content-Length` and `Transfer-Encoding`, two different lengths) is not a
+   usable answer: VAULT_UNAVAILABLE, as one that is not HTTP at all (below).
 2. A body that ends early (shorter than `Content-Length`, a reset connection, broken
    chunked framing) is VAULT_RESPONSE_INVALID: the vault answered, the answer is unusable.
-   A body that stalls is bounded by the call's timeout (VAULT_TIMEOUT), like the headers.
+   The call's timeout bounds connecting, sending, the head and the body (VAULT_TIMEOUT).
 3. Every JSON body, answers and error bodies alike, is read by `piigate.strictjson`
    (duplicate member names, non-standard constants and nesting deeper than its limit are
    refused). An answer that is not strict JSON is VAULT_RESPONSE_INVALID; an error body
@@ -31,9 +40,13 @@ front of the vault, or the vault itself, gave up waiting: the same condition as 
 budget running out, so a caller retries it the same way; 429, every other 5xx and any
 other status are VAULT_UNAVAILABLE. A connection that cannot be made or that breaks
 before the answer's head (including an answer that is not HTTP, a TLS handshake that
-fails, and a proxy that refuses the tunnel) is VAULT_UNAVAILABLE. TLS to the vault
-(`piigate.vault.tls`) and the proxy (`piigate.transport.proxies`) are the vault's own:
-the JWKS fetches sharing the session keep the system's roots.
+fails, and a proxy that refuses the tunnel) is VAULT_UNAVAILABLE; a warning names the
+failure's type, nothing else. A request on a reused keep-alive connection that the vault
+closed before answering is sent once more on a fresh connection, as aiohttp did for
+idempotent requests (GET); nothing else is retried. TLS to the vault
+(`piigate.vault.tls`, else the system's roots) and the proxy
+(`piigate.transport.proxies`) are the vault's own; the JWKS, discovery and introspection
+fetches stay on aiohttp, with their own session.
 
 Every failure becomes a typed GatewayError; nothing from the vault's answer (which could
 hold values) is ever put into an error, a log line or a metric.
@@ -43,11 +56,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus
 
-import aiohttp
+import yarl
 
 from piigate import strictjson
 from piigate.errors import (
@@ -58,6 +74,7 @@ from piigate.errors import (
     VaultUnavailable,
 )
 from piigate.transport.proxies import DIRECT_ROUTE, Route
+from piigate.vault import http1
 from piigate.vault.piiano import API_BASE
 from piigate.vault.tls import VaultTls
 
@@ -66,6 +83,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_CUSTOM_AUDIT = 256
+# What yarl leaves unescaped in a query value besides letters, digits and `_.-~`, which
+# quote_plus always keeps (`form_value` is checked against yarl for every code point by
+# tests/integration/test_vault_http1.py).
+QUERY_SAFE = "!$'()*,/:?@"
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.~!$'()*,/:?@-]*")  # what needs no encoding
+MAX_TARGETS = 256  # request-target prefixes kept, one per collection
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,22 +115,30 @@ class DetokenizeQuery:
 
 
 class VaultClient:
-    """Piiano Vault's detokenize over a keep-alive connection pool."""
+    """Piiano Vault's detokenize over a keep-alive connection pool; `aclose` closes it."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
         base_url: str,
         max_response_bytes: int,
         *,
+        max_connections: int = 64,
         route: Route = DIRECT_ROUTE,
         tls: VaultTls | None = None,
     ):
-        self._session = session
         self._url = base_url.rstrip("/") + API_BASE + "/data/collections/{collection}/tokens"
         self._max_response_bytes = max_response_bytes
-        self._route = route  # chosen once: the vault's URL is fixed (its proxy, or none)
+        # The route is chosen once: the vault's URL is fixed (its proxy, or none).
+        self._pool = http1.Http1Pool(yarl.URL(base_url), max_connections, proxy=route.proxy,
+                                     proxy_headers=route.proxy_headers)
+        self._route_headers = route.headers
         self._tls = tls  # its context is read per request, so a reload applies to the next
+        self._system_tls = ssl.create_default_context() if self._pool.tls and tls is None \
+            else None  # fmt: skip
+        self._targets: dict[str, str] = {}
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
 
     async def detokenize(
         self, query: DetokenizeQuery, timeout_s: float,
@@ -125,57 +156,46 @@ class VaultClient:
         params += [("token_ids", t) for t in query.token_ids]
         params += [("props", p) for p in query.props]
         params += [("tags", t) for t in query.tags]
-        url = self._url.format(collection=query.collection)
-        sent = {**(headers or {}), **self._route.headers,
+        target = self._target(query.collection) + "&".join(
+            f"{key}={form_value(value)}" for key, value in params)
+        sent = {**(headers or {}), **self._route_headers,
                 "Authorization": f"Bearer {query.api_key}", "Accept": "application/json"}
+        context = self._tls.context if self._tls is not None else self._system_tls
         try:
-            async with self._session.get(
-                url,
-                params=params,
-                headers=sent,
-                timeout=aiohttp.ClientTimeout(total=max(timeout_s, 0.001)),
-                allow_redirects=False,
-                proxy=self._route.proxy,
-                proxy_headers=self._route.proxy_headers,
-                ssl=self._tls.context if self._tls is not None else True,
-            ) as response:
-                body = await self._read(response)
-                status = response.status
+            async with asyncio.timeout(max(timeout_s, 0.001)):
+                status, body = await self._pool.get(
+                    target, sent.items(), max_body_bytes=self._max_response_bytes,
+                    ssl_context=context,
+                )  # fmt: skip
         except TimeoutError as exc:
             raise VaultTimeout() from exc
-        except aiohttp.ClientError as exc:
-            log.warning("vault unreachable: %s", type(exc).__name__)
+        except http1.BodyInvalid as exc:
+            raise VaultResponseInvalid({"detail": exc.detail}) from exc
+        except http1.Unreachable as exc:
+            cause = f" ({type(exc.__cause__).__name__})" if exc.__cause__ is not None else ""
+            log.warning("vault unreachable: %s%s", type(exc).__name__, cause)
             raise VaultUnavailable() from exc
         if status != 200:
             raise _status_error(status, body)
         # By tags alone (no token ids), every token the vault selected was asked for.
         return _parse_answer(body, set(query.token_ids) if query.token_ids else None)
 
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
-        """The whole body (rules 1 and 2); the total timeout bounds every wait in here."""
-        cap = self._max_response_bytes
-        declared = response.content_length
-        if declared is not None and declared > cap:
-            raise VaultResponseInvalid({"detail": "response too large"})
-        try:
-            if declared is not None:
-                return await response.content.readexactly(declared)
-            return await _read_to_end(response.content, cap)
-        except (asyncio.IncompleteReadError, aiohttp.ClientPayloadError) as exc:
-            raise VaultResponseInvalid({"detail": "response ended early"}) from exc
+    def _target(self, collection: str) -> str:
+        """The request target up to its query, the path encoded by yarl as aiohttp did."""
+        prefix = self._targets.get(collection)
+        if prefix is None:
+            url = yarl.URL(self._url.format(collection=collection))
+            query = url.raw_query_string
+            prefix = f"{url.raw_path}?{query + '&' if query else ''}"
+            if len(self._targets) >= MAX_TARGETS:
+                self._targets.clear()
+            self._targets[collection] = prefix
+        return prefix
 
 
-async def _read_to_end(content: aiohttp.StreamReader, cap: int) -> bytes:
-    """A body without Content-Length (chunked, or up to the close), refused past `cap`.
-    Each round takes at least one byte, so the loop ends within `cap + 1` rounds."""
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await content.readany():
-        size += len(chunk)
-        if size > cap:
-            raise VaultResponseInvalid({"detail": "response too large"})
-        chunks.append(chunk)
-    return b"".join(chunks)
+def form_value(value: str) -> str:
+    """A query value encoded exactly as yarl (aiohttp) encoded it; most need nothing."""
+    return value if _PLAIN_VALUE.fullmatch(value) else quote_plus(value, safe=QUERY_SAFE)
 
 
 def _status_error(status: int, body: bytes) -> Exception:

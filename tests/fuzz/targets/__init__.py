@@ -24,6 +24,7 @@ TARGETS = (
     "token_claims",  # identity.pii_claim, tokens.claims: values inside verified claims
     "strictjson",  # piigate.strictjson.loads
     "vault_answer",  # vault.client: detokenize answers and error bodies
+    "vault_http1",  # vault.http1.AnswerReader: the vault's HTTP/1.1 answers, as bytes
     "smart_scopes",  # policy.smart_scopes
     "config",  # config.load_config (TOML) -> parse_config
     "audit_chain",  # the audit trail verifier
