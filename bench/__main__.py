@@ -87,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--profile", action="store_true", help="py-spy piigate under load after the runs")
     add("--profile-inflight", type=int, default=16, help="calls in flight while profiling")
+    add("--profile-native", action="store_true",
+        help="--profile with py-spy --native (grpc C, GIL and lock waits), then perf")  # fmt: skip
     add("--piigate-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override a piigate config value (TOML), e.g. vault.coalesce_wait_us=0")  # fmt: skip
     add("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -94,6 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--results", type=Path, default=RESULTS, help="folder for the JSON result")
     add("--quick", action="store_true", help="smoke run: short runs, few users and tokens")
     args = parser.parse_args(argv)
+    args.profile = args.profile or args.profile_native
     if args.quick:
         args.duration, args.warmup = min(args.duration, 1.0), min(args.warmup, 0.3)
         args.users, args.fresh_per_level = min(args.users, 100), min(args.fresh_per_level, 300)

@@ -238,21 +238,22 @@ def profile_piigate(
 ) -> list[str]:
     """Sample piigate with py-spy during one more run (not in the table): py-spy pauses the
     process for each sample, so it would distort a measured run."""
-    spy = profile.PySpy.find()
+    spy = profile.PySpy.find(native=args.profile_native)
     if spy is None:
         return ["--profile: py-spy not found (pip install py-spy); skipped"]
     out = args.results / f"{args.stamp}-piigate-profile.txt"
     sampler: list[profile.Recording] = []
     n = args.profile_inflight
     run = Run("piigate", n, load_spec(server.address, "profile", n, workload, args))
-    measure(
+    row, _ = measure(
         "piigate", run, server, stack, args,
-        on_measuring=lambda: sampler.append(spy.record(server.pid, args.duration, out)),
+        on_measuring=lambda: sampler.append(spy.record(
+            server.pid, args.duration, out, profile.LineCount(stack.work / servers.PIIGATE_AUDIT))),
     )  # fmt: skip
     if not sampler:
         return ["--profile: the profiled run never started measuring"]
     stacks = sampler[0].wait()
-    summary = profile.summarize(stacks)
+    summary = sampler[0].summarize(stacks, row.per_call_us(row.server_cpu_s))
     print(f"\nWhere piigate's time goes (py-spy, {args.profile_inflight} in flight):")
     print("\n".join(summary))
     return [f"profile: {out}", *summary]
