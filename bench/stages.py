@@ -72,7 +72,7 @@ PROBES: tuple[tuple[str, str, str], ...] = (
 # A name is a probe; "a - b - c" is a difference within each record.
 SHOWN: tuple[tuple[str, str], ...] = (
     ("read the call on the handler thread", "read the call (metadata, deadline, peer)"),
-    ("thread -> loop hand-off (run_coroutine_threadsafe to the task's first step)",
+    ("thread -> loop hand-off (LoopHandoff.submit to the task's first step)",
      "hand-off to the loop"),
     ("caller verification", "caller verification"),
     ("subject verification", "subject verification"),
