@@ -31,6 +31,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -101,6 +102,10 @@ class ClinicalScope:
         return set(self.query) <= set(required.query)
 
 
+# Memoised: every call parses the profile's required scopes and each scope its token
+# grants, and a deployment sees few distinct scope strings (the parse is pure and its
+# result frozen). Bounded, as the granted strings come from tokens.
+@functools.lru_cache(maxsize=512)
 def parse_scope(text: str) -> ClinicalScope | None:
     """The clinical scope `text` denotes, or None if it is not a well-formed one.
 
