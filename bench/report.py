@@ -67,7 +67,9 @@ class Row:
 
     @property
     def helper_core_busy(self) -> bool:
-        helpers = self.vault_cpu_s + self.generator_cpu_s + self.proxy_cpu_s
+        # direct-vault-apart's generator runs on CPU 0, not beside the vault
+        generator = 0.0 if self.server == "direct-vault-apart" else self.generator_cpu_s
+        helpers = self.vault_cpu_s + generator + self.proxy_cpu_s
         return self.core_share(helpers) > HELPER_CORE_BUSY
 
     @property
@@ -137,10 +139,12 @@ def _render(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 BASELINES = ("echo", "echo-threads", "reference", "strong", "strong-cached")
 # Rows that are baselines themselves: no comparison row of their own.
-NOT_COMPARED = ("echo", "echo-threads", "direct-vault", "direct-vault-remote")
+NOT_COMPARED = ("echo", "echo-threads", "direct-vault", "direct-vault-apart",
+                "direct-vault-remote")
 _COMPARISON_HEADER = (
     "row", "in flight", "CPU/call vs echo-threads", "req/s vs echo", "vs reference",
-    "vs strong", "vs strong-cached", "p50 over direct-vault ms", "CPU µs/token",
+    "vs strong", "vs strong-cached", "p50 over direct-vault ms", "... over apart ms",
+    "CPU µs/token",
     "vault calls/RPC", "bound",
 )  # fmt: skip
 
@@ -149,7 +153,8 @@ def comparison(rows: Sequence[Row]) -> list[dict[str, Any]]:
     """Per compared row: its CPU per call against the echo-threads server's, its req/s
     against each baseline's, at 1 in flight its p50 less the direct-vault row's (the
     latency it adds to a lone call; the remote rows against `direct-vault-remote`; with
-    more in flight both p50s are queueing, so no difference is shown), CPU per token,
+    more in flight both p50s are queueing, so no difference is shown) and the
+    direct-vault-apart row's (the same, its generator on the gateways' CPU), CPU per token,
     vault calls per RPC, and what bound it. Batch
     rows of more than one token are compared on CPU per token only: a call is not a call."""
     by = {(r.server, r.inflight): r for r in rows}
@@ -171,6 +176,10 @@ def comparison(rows: Sequence[Row]) -> list[dict[str, Any]]:
         direct = by.get(("direct-vault-remote" if "remote" in row.server else "direct-vault", n))
         if single and n == 1 and direct is not None and math.isfinite(direct.p50_ms):
             found["p50_added_ms"] = row.p50_ms - direct.p50_ms
+        apart = by.get(("direct-vault-apart", n))
+        if single and n == 1 and "remote" not in row.server and apart is not None \
+                and math.isfinite(apart.p50_ms):  # fmt: skip
+            found["p50_added_apart_ms"] = row.p50_ms - apart.p50_ms
         found["cpu_us_per_token"] = row.per_call_us(row.server_cpu_s) / row.tokens_per_call
         found["vault_calls_per_rpc"] = row.vault_calls_per_call
         found["bound"] = row.bound
@@ -185,10 +194,11 @@ def comparison_table(rows: Sequence[Row]) -> str:
     body = []
     for f in comparison(rows):
         added = f"{f['p50_added_ms']:+.2f}" if "p50_added_ms" in f else ""
+        apart = f"{f['p50_added_apart_ms']:+.2f}" if "p50_added_apart_ms" in f else ""
         body.append((
             f["server"], str(f["inflight"]), ratio(f, "cpu_vs_echo_threads"),
             ratio(f, "rate_vs_echo"), ratio(f, "rate_vs_reference"), ratio(f, "rate_vs_strong"),
-            ratio(f, "rate_vs_strong-cached"), added, f"{f['cpu_us_per_token']:.0f}",
+            ratio(f, "rate_vs_strong-cached"), added, apart, f"{f['cpu_us_per_token']:.0f}",
             f"{f['vault_calls_per_rpc']:.2f}", f["bound"],
         ))  # fmt: skip
     return _render(_COMPARISON_HEADER, body) if body else ""

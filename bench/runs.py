@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import load, profile, report, servers, stages, traffic, vault_direct
-from bench.stack import HELPER_CPU, Child, Stack, SubjectToken, cpu_seconds
+from bench.stack import HELPER_CPU, SERVER_CPU, Child, Stack, SubjectToken, cpu_seconds
 from bench.workload import (
     Workload,
     all_fresh,
@@ -76,7 +76,8 @@ def measure(
         if on_measuring is not None:
             on_measuring()
 
-    cpu = None if args.no_pin else HELPER_CPU
+    # direct-vault-apart: the generator where a gateway would be (servers.DIRECT).
+    cpu = None if args.no_pin else SERVER_CPU if kind == "direct-vault-apart" else HELPER_CPU
     if isinstance(spec, vault_direct.DirectSpec):
         result = load.run_generator(spec, stack.work, measuring, cpu, "bench.vault_direct")
     elif args.load == "h2load" and not spec.batch:

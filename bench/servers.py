@@ -20,9 +20,11 @@ benchmark reads from them.
   tokens per call;
 - `piigate-remote`: piigate talking to the vault through `bench.delay_proxy` (2 ms added
   per round trip, a remote vault);
-- `direct-vault` and `direct-vault-remote` are no server: the load generator sends
-  piigate's own detokenize request straight to the vault, or through the delay proxy
-  (`bench.vault_direct`);
+- `direct-vault`, `direct-vault-apart` and `direct-vault-remote` are no server: the load
+  generator sends piigate's own detokenize request straight to the vault, or through the
+  delay proxy (`bench.vault_direct`). `direct-vault-apart` runs the generator on CPU 0,
+  where the gateways run, so that, like a gateway, it pays a wake-up on each CPU per
+  round trip (the vault is on CPU 1); `direct-vault` shares CPU 1 with the vault;
 - on request only (`--servers`): `piigate-aio`, piigate's pipeline served by grpc.aio
   (`bench.server_models`), to keep the choice of server model measurable, and
   `piigate-stages-fsync`, the stage breakdown with `audit.fsync = true`.
@@ -48,13 +50,15 @@ from piigate_client.v1 import detokenization_pb2_grpc as pb_grpc
 from piigate_dev import demo
 
 SERVERS = (
-    "echo", "echo-threads", "direct-vault", "reference", "strong", "strong-cached",
+    "echo", "echo-threads", "direct-vault", "direct-vault-apart", "reference", "strong",
+    "strong-cached",
     "piigate", "piigate-limits", "piigate-redis", "piigate-stages", "piigate-miss",
     "piigate-batch1", "piigate-batch10", "piigate-batch100",
     "direct-vault-remote", "piigate-remote",
 )  # fmt: skip
 OPTIONAL_SERVERS = ("piigate-aio", "piigate-stages-fsync")
-DIRECT = ("direct-vault", "direct-vault-remote")  # no server: the generator calls the vault
+# No server: the generator calls the vault.
+DIRECT = ("direct-vault", "direct-vault-apart", "direct-vault-remote")
 STAGES_RECORDS = "stages.json"
 STRONG_LOG = "strong-calls.jsonl"
 THREADS = 256  # echo-threads' handler threads: piigate's default `handler_threads`

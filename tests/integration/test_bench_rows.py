@@ -54,7 +54,7 @@ def run(kind: str, bench: Bench) -> Found:
     return found
 
 
-@pytest.mark.parametrize("kind", ["direct-vault", "direct-vault-remote"])
+@pytest.mark.parametrize("kind", ["direct-vault", "direct-vault-apart", "direct-vault-remote"])
 def test_direct_vault_rows_send_piigates_request_to_the_vault(kind: str, bench: Bench) -> None:
     (row,) = run(kind, bench).rows
     assert row.no_server

@@ -103,6 +103,7 @@ def test_comparison_against_each_baseline_and_the_direct_vault() -> None:
         row("echo", 1, 2500, 0.3, 2.0),
         row("strong", 1, 500, 1.2, 5.0),
         row("direct-vault", 1, 3000, 0.3, 0.0, no_server=True),
+        row("direct-vault-apart", 1, 2000, 0.45, 0.0, no_server=True),
         row("piigate", 1, 1000, 0.8, 3.0),  # 300 µs/call, 30 % of a core
         row("piigate-batch10", 1, 100, 5.0, 0.9, batch=10),  # 900 µs/call
     ]
@@ -113,6 +114,7 @@ def test_comparison_against_each_baseline_and_the_direct_vault() -> None:
     assert p["rate_vs_echo"] == pytest.approx(0.4)
     assert p["rate_vs_strong"] == pytest.approx(2.0)
     assert p["p50_added_ms"] == pytest.approx(0.5)
+    assert p["p50_added_apart_ms"] == pytest.approx(0.35)  # its generator on CPU 0
     assert p["bound"] == "latency (30%)"
     batch = found["piigate-batch10"]
     assert batch["cpu_us_per_token"] == pytest.approx(90.0)
