@@ -14,6 +14,7 @@ from aiohttp import web
 from piigate.transport.addresses import ListenAddress
 from piigate.transport.http import start_http_app
 from piigate_client.errors import DeadlineExceeded
+from tests.support.heap import frozen_heap
 from tests.support.stack import running_stack
 
 
@@ -101,7 +102,13 @@ async def test_a_vault_slower_than_the_callers_deadline_gets_the_gateways_own_an
 ) -> None:
     """Client deadline 2 s and vault timeout 2 s: the vault's budget keeps a reserve for
     the gateway's answer and audit write, so the caller gets VAULT_TIMEOUT with its
-    ErrorInfo, not a bare DEADLINE_EXCEEDED, and each call has its audit event."""
+    ErrorInfo, not a bare DEADLINE_EXCEEDED, and each call has its audit event. The
+    heap is frozen as a gateway process freezes its own (see tests/support/heap.py)."""
+    with frozen_heap():
+        await _three_calls_past_the_deadline(delay_s)
+
+
+async def _three_calls_past_the_deadline(delay_s: float) -> None:
     async with delaying_proxy(delay_s) as (proxy, upstream), running_stack(
         vault_url=proxy, gateway_overrides={"vault": {"timeout_ms": 2000}},
     ) as stack:
